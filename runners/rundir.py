@@ -1,0 +1,107 @@
+"""Run directories: where they live, their unique sortable ids, and ``status.json``.
+
+Layout of one run dir (docs/rundir.md): ``spec.yaml`` (resolved, secrets redacted), ``launch.sh``,
+launcher configs (``ds_config.json``, ``accelerate.yaml``), ``stdout.log``, ``status.json``,
+``events.jsonl``, ``control/`` (stop/checkpoint request files) and ``output/`` (the Trainer's
+output_dir). A directory becomes a run only when ``status.json`` exists; it is written last
+during creation, so a half-created directory is never presented as a run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+RUNS_DIR_ENV = "FTUI_RUNS_DIR"
+STATUS_FILE = "status.json"
+SPEC_FILE = "spec.yaml"
+LOG_FILE = "stdout.log"
+OUTPUT_DIR = "output"
+CONTROL_DIR = "control"
+STOP_REQUEST = "stop"
+CHECKPOINT_REQUEST = "checkpoint"
+
+STATES = ("pending", "running", "finished", "stopped", "crashed", "killed")
+TERMINAL_STATES = ("finished", "stopped", "crashed", "killed")
+
+
+def default_runs_dir(flag: str | None = None) -> Path:
+    """``--runs-dir`` if given, else $FTUI_RUNS_DIR, else ./runs."""
+    return Path(flag or os.environ.get(RUNS_DIR_ENV) or "runs").resolve()
+
+
+def new_run_id(name: str) -> str:
+    """Sortable by creation time, unique across processes: 20261122-121530-<name>-<4 hex>."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "run"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """A fresh directory that did not exist before (never reuses or overwrites one)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = runs_dir / new_run_id(name)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write via a temp file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((run_dir / STATUS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def update_status(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    status = read_status(run_dir) or {"host": socket.gethostname()}
+    status.update(changes)
+    write_json_atomic(run_dir / STATUS_FILE, status)
+    return status
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / STATUS_FILE).is_file()
+
+
+def list_runs(runs_dir: Path) -> list[Path]:
+    """Every run dir under ``runs_dir``, newest first."""
+    if not runs_dir.is_dir():
+        return []
+    return sorted((p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p)), reverse=True)
+
+
+def find_run(runs_dir: Path, ref: str) -> Path | None:
+    """A run by path, full id, or unique id prefix/suffix (``latest`` is the newest run)."""
+    direct = Path(ref)
+    if direct.is_dir() and is_run_dir(direct):
+        return direct.resolve()
+    runs = list_runs(runs_dir)
+    if ref == "latest":
+        return runs[0] if runs else None
+    hits = [p for p in runs if p.name == ref] or [p for p in runs if ref in p.name]
+    return hits[0] if len(hits) == 1 else None
+
+
+def request(run_dir: Path, what: str) -> Path:
+    """Drop a control request file (stop or checkpoint) that the training callback picks up."""
+    control = run_dir / CONTROL_DIR
+    control.mkdir(exist_ok=True)
+    path = control / what
+    path.write_text(str(time.time()))
+    return path

@@ -1,0 +1,1 @@
+"""The terminal front end of ftui: the CLI and the Textual dashboard."""
