@@ -1,0 +1,105 @@
+"""Activation memory of one training step, counted tensor by tensor from the architecture.
+
+Bytes saved for backward per token, per layer, following what the Hugging Face implementations
+actually keep (Korthikanti et al. 2022 adapted): the residual stream stays in the weights' dtype
+under autocast (fp32 residual + bf16 matmuls), RMSNorm upcasts to fp32, eager attention stores the
+softmax probabilities (and a dropout mask) per head and key, SDPA/FlashAttention store only the
+output and a log-sum-exp. Causal-LM losses upcast logits to fp32 before log-softmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runners.models import Arch
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Byte widths in one step: ``residual`` (hidden states between layers), ``matmul`` (linear
+    inputs/outputs, the autocast dtype), ``weights`` (parameters as loaded)."""
+
+    residual: int
+    matmul: int
+    weights: int
+    autocast: bool
+
+
+def layer_bytes_per_token(arch: Arch, p: Precision, seq: int, attn: str, cross_attention: bool = False) -> float:
+    """Bytes one transformer layer saves for backward, per token of the micro-batch."""
+    h, i, a = arch.hidden, arch.intermediate, p.matmul
+    q_out, kv_out = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    upcast = 4 if (arch.norm == "rmsnorm" and p.residual < 4) else 0  # RMSNorm's float32 copy of its input
+    norm = p.residual * h + upcast * h + (a * h if (p.autocast or p.residual != a or arch.norm == "rmsnorm") else 0)
+    drop = arch.dropout
+    total = 0.0
+    # attention block: norm, q/k/v projections, rotary copies, scores, output projection input
+    total += norm + a * (q_out + 2 * kv_out)
+    if arch.family in ("llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2"):
+        total += a * (q_out + kv_out)  # q and k after rotary embedding
+    if attn == "eager":
+        probs = arch.heads * seq
+        # softmax runs in float32 under autocast (and in llama's eager code); its output is saved,
+        # then cast to the matmul dtype for probs @ v, which saves the cast copy too
+        soft = 4 if (p.autocast or arch.norm == "rmsnorm") else a
+        total += soft * probs + (a * probs if soft != a else 0)
+        if drop:
+            total += probs + soft * probs  # dropout mask and dropped probabilities
+        total += a * (q_out + 2 * kv_out)  # matmul on transposed heads saves contiguous copies of q, k, v
+    else:
+        total += 4 * arch.heads  # log-sum-exp per head
+    total += a * q_out  # attention output, input of the output projection
+    if drop:
+        total += h  # residual dropout mask
+    if cross_attention:
+        total += norm + a * q_out * 2 + a * 2 * kv_out + (a * arch.heads * seq if attn == "eager" else 4 * arch.heads)
+    # MLP block
+    total += norm
+    if arch.gated_mlp:
+        mlp = 4 * a * i  # gate, up, activation, product
+    else:
+        mlp = 2 * a * i  # fc1 output (activation input), activation output (fc2 input)
+        if arch.family == "gpt2":
+            mlp += 2 * a * i  # gelu_new's tanh-approximation intermediates
+    total += mlp * arch.experts_per_token + (4 * arch.experts if arch.experts > 1 else 0)
+    if drop:
+        total += h
+    if arch.family == "gemma2":
+        total += 2 * norm  # post-attention and post-feedforward norms
+    return total
+
+
+@dataclass
+class ActivationEstimate:
+    """Saved activations at the start of backward, and what the loss and backward add on top."""
+
+    saved: float  # layers + embeddings, in bytes
+    loss_forward: float  # logits, their float32 copy and the log-softmax output, while the loss is computed
+    loss_saved: float  # what the loss keeps for backward: the float32 log-softmax output
+    backward_extra: float  # loss gradients (float32) or one recomputed layer (checkpointing), whichever is larger
+    eval_transient: float  # peak of one eval forward (nothing saved)
+
+
+def estimate(arch: Arch, p: Precision, batch: int, seq: int, eval_batch: int, attn: str, task: str,
+             gradient_checkpointing: bool) -> ActivationEstimate:
+    tokens = batch * seq
+    layer = layer_bytes_per_token(arch, p, seq, attn)
+    decoder_layers = arch.decoder_layers
+    dec_layer = layer_bytes_per_token(arch, p, seq, attn, cross_attention=True) if decoder_layers else 0.0
+    embed = p.residual * arch.hidden * (2 if arch.dropout else 1) + p.residual * arch.hidden  # + final norm
+    if gradient_checkpointing:
+        kept = (arch.layers + decoder_layers) * p.residual * arch.hidden  # only each layer's input
+        recompute = max(layer, dec_layer)
+    else:
+        kept = arch.layers * layer + decoder_layers * dec_layer
+        recompute = 0.0
+    vocab_row = arch.vocab if task in ("causal-lm", "seq2seq") else 0
+    upcast = 4 if p.matmul < 4 else 0
+    # The loss upcasts the logits (matmul dtype) to float32 and log-softmaxes them; only the
+    # log-softmax output survives the forward. Its backward holds the incoming gradient, the
+    # result and the saved output at once (3 float32 copies), before casting back.
+    loss_forward = tokens * vocab_row * (p.matmul + upcast + 4)
+    loss_saved = tokens * vocab_row * 4
+    backward_extra = max(tokens * vocab_row * 8, tokens * recompute)
+    eval_transient = eval_batch * seq * (2 * layer / 3 + vocab_row * (p.matmul + upcast + 4))
+    return ActivationEstimate(saved=tokens * (kept + embed), loss_forward=loss_forward, loss_saved=loss_saved,
+                              backward_extra=backward_extra, eval_transient=eval_transient)

@@ -1,0 +1,174 @@
+"""The plan of a run: memory per GPU, strategy advice, ranked levers and cadence, as one JSON object.
+
+``make_plan`` is what `ftui --plan --json` prints and what the dashboard's plan preview renders.
+It never needs a GPU and never imports torch; the real TrainingArguments check (which imports
+transformers, about a second) runs only when asked (`--validate`, and always before a launch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runners import cadence as cadence_mod
+from runners import memory, models, strategy
+from runners.errors import UserError
+from runners.memory import GIB, MemoryInput
+from runners.spec import RunSpec
+
+DEFAULT_GPU_GIB = 80.0
+DEFAULT_SAMPLES = 10_000
+GPU_STRATEGIES_MIN = {"ddp": 2, "zero1": 1, "zero2": 1, "zero3": 1, "zero2_offload": 1, "zero3_offload": 1,
+                      "fsdp": 1, "fsdp_shard_grad_op": 1, "single": 1}
+
+
+@dataclass
+class Plan:
+    spec: RunSpec
+    model: models.ResolvedModel
+    inputs: MemoryInput
+    estimate: memory.Estimate
+    levers: list[strategy.Lever]
+    advice: list[str]
+    max_batch: int
+    cadence: cadence_mod.Cadence | None
+    num_train_samples: int
+    samples_source: str
+    gpu_source: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        est = self.estimate
+        recs = list(self.advice) + [f"{lv.name}: {lv.description} -> {lv.device_used / GIB:.1f} GiB per GPU"
+                                    + (" (fits)" if lv.fits else "") for lv in self.levers[:5]]
+        return {
+            "model": {"name": self.model.name, "source": self.model.source, "family": self.model.arch.family,
+                      "params": est.total_params, "trainable_params": est.trainable_params},
+            "runner": self.spec.runner, "task": self.spec.task, "strategy": self.inputs.strategy,
+            "num_gpus": self.inputs.num_gpus, "device": "cpu" if self.inputs.strategy == "cpu" else "cuda",
+            "gpu_memory_bytes": int(self.inputs.capacity_bytes), "gpu_memory_source": self.gpu_source,
+            "peak_allocated_bytes": int(est.peak_allocated), "device_used_bytes": int(est.device_used),
+            "host_ram_bytes": int(est.host_ram),
+            "components": {k: int(v) for k, v in est.components.items()},
+            "phase": est.phase,
+            "phases": {name: {"total_bytes": int(sum(parts.values())), "components": {k: int(v) for k, v in parts.items() if v > 0}}
+                       for name, parts in est.phases.items()},
+            "fits": est.fits,
+            "recommendations": recs,
+            "advice": self.advice,
+            "levers": [lv.to_json() for lv in self.levers],
+            "max_per_device_train_batch_size": self.max_batch,
+            "cadence": self.cadence.to_json() if self.cadence else None,
+            "num_train_samples": self.num_train_samples, "num_train_samples_source": self.samples_source,
+            "notes": est.notes, "warnings": self.warnings,
+        }
+
+
+def count_rows(path: str) -> int | None:
+    """Rows of a local CSV/JSONL/parquet file, cheaply; None for hub ids and unknown formats."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(p).metadata.num_rows)
+    if suffix in (".csv", ".tsv", ".jsonl", ".json"):
+        with p.open("rb") as fh:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        return max(0, lines - (1 if suffix in (".csv", ".tsv") else 0))
+    return None
+
+
+def detect_gpus() -> tuple[int, float | None]:
+    """(count, smallest total GiB) of the GPUs NVML sees; (0, None) without a GPU or NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            sizes = [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total for i in range(count)]
+        finally:
+            pynvml.nvmlShutdown()
+        return count, (min(sizes) / GIB if sizes else None)
+    except Exception:  # noqa: BLE001 - no library, no driver, no GPU: all mean "none seen"
+        return 0, None
+
+
+def _dtype(spec: RunSpec, model: models.ResolvedModel) -> str:
+    dtype = spec.model.torch_dtype
+    if dtype == "auto":  # transformers 5 loads the checkpoint's own dtype
+        dtype = str(model.arch.config_dtype or "float32").replace("torch.", "")
+    return dtype if dtype in models.DTYPE_BYTES else "float32"
+
+
+def memory_input(spec: RunSpec, model: models.ResolvedModel, capacity: float) -> MemoryInput:
+    t = spec.training
+    lora = spec.model.lora
+    texts = 2 if (spec.runner == "sentence_transformers" or spec.task == "embedding") else 1
+    mixed = "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else None
+    optim = t.get("optim") or ("adamw_torch" if spec.runner == "simpletransformers" else "adamw_torch_fused")
+    if optim not in ("adamw_torch", "adamw_torch_fused", "adafactor", "adamw_bnb_8bit", "sgd", "adamw_hf"):
+        raise UserError(f"--optim '{optim}' is not one ftui can plan. Choose adamw_torch, adamw_torch_fused, "
+                        "adafactor, adamw_bnb_8bit or sgd.")
+    return MemoryInput(
+        arch=model.arch, task="embedding" if spec.task == "embedding" else spec.task,
+        batch=int(t.get("per_device_train_batch_size", 8)) * texts, seq=spec.dataset.max_seq_length,
+        eval_batch=int(t.get("per_device_eval_batch_size", 8)) * texts, dtype=_dtype(spec, model), mixed=mixed,
+        optim=optim, gradient_checkpointing=bool(t.get("gradient_checkpointing", False)),
+        attn=spec.model.attn_implementation, lora_r=lora.r if lora else None,
+        lora_targets=tuple(lora.target_modules) if lora else ("q_proj", "v_proj"),
+        load_in_4bit=spec.model.load_in_4bit, strategy=spec.hardware.strategy, num_gpus=spec.hardware.num_processes,
+        capacity_bytes=int(capacity * GIB))
+
+
+def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gib: float | None = None,
+              cuda_context_mib: float | None = None, validate: bool = False) -> Plan:
+    """Everything `ftui --plan` reports for ``spec``; raises UserError on impossible input."""
+    model = models.resolve(spec.model.name_or_path)
+    warnings: list[str] = []
+    strat, n = spec.hardware.strategy, spec.hardware.num_processes
+    if strat == "ddp" and n < 2:
+        raise UserError(f"Strategy ddp needs at least 2 GPUs, but --num_gpus is {n}. Use --strategy single for one "
+                        "GPU, or pass --num_gpus 2 or more.")
+    gpu_source = "flag"
+    if strat == "cpu":
+        import psutil
+
+        capacity, gpu_source = psutil.virtual_memory().total / GIB, "host RAM"
+    elif gpu_memory_gib is not None:
+        capacity = gpu_memory_gib
+    else:
+        count, size = detect_gpus()
+        capacity, gpu_source = (size, "nvml") if size else (DEFAULT_GPU_GIB, "default (no GPU seen)")
+        if count and n > count:
+            warnings.append(f"{n} GPUs asked for, NVML sees {count}")
+    if capacity <= 0:
+        raise UserError(f"--gpu_memory_gib must be positive, got {capacity}.")
+    inp = memory_input(spec, model, capacity)
+    if cuda_context_mib is not None:
+        inp = MemoryInput(**{**inp.__dict__, "cuda_context_mib": cuda_context_mib})
+    est = memory.estimate(inp)
+    lever_list = strategy.levers(inp, est)
+    accum = int(spec.training.get("gradient_accumulation_steps", 1))
+    for lever in lever_list:
+        factor = lever.change.pop("gradient_accumulation_steps_multiplier", None)
+        if factor:
+            lever.change["gradient_accumulation_steps"] = accum * factor
+    samples, source = num_train_samples, "flag"
+    if samples is None:
+        counted = count_rows(spec.dataset.train) if spec.dataset.train else None
+        samples, source = (counted, "dataset") if counted is not None else (DEFAULT_SAMPLES, "assumed")
+        if counted is not None and spec.dataset.eval is None:
+            samples = max(1, samples - int(samples * spec.dataset.eval_fraction))
+    if samples < 1:
+        raise UserError(f"--num_train_samples must be at least 1, got {samples}.")
+    cad = cadence_mod.suggest(spec, samples, n if strat != "cpu" else n)
+    if validate:
+        error = cadence_mod.validate_with_transformers({**spec.training, **cad.training_arguments})
+        cad.validated, cad.validation_error = error is None, error
+    return Plan(spec=spec, model=model, inputs=inp, estimate=est, levers=lever_list, advice=strategy.advice(inp, est),
+                max_batch=memory.max_batch_that_fits(inp), cadence=cad, num_train_samples=samples,
+                samples_source=source, gpu_source=gpu_source, warnings=warnings)

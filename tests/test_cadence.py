@@ -1,0 +1,72 @@
+"""Cadence: steps counted like the Trainer, fractions resolved, checked by the real TrainingArguments."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from runners import cadence
+from runners.errors import UserError
+from runners.spec import from_dict
+
+
+def _spec(**training):
+    return from_dict({"task": "seq-cls", "training": {"per_device_train_batch_size": 8, **training}})
+
+
+def test_total_steps_matches_trainer_formula() -> None:
+    # 1000 samples, 2 processes, batch 8, accumulation 4: ceil(ceil(500/8)/4) = 16 per epoch
+    assert cadence.total_steps(1000, 8, 4, 3, 2) == (48, 16)
+    assert cadence.total_steps(1000, 8, 4, 2.5, 2) == (40, 16)
+    assert cadence.total_steps(10, 8, 1, 1, 1) == (2, 2)
+    assert cadence.total_steps(1000, 8, 1, 3, 1, max_steps=7) == (7, 125)
+
+
+def test_suggestion_is_about_ten_evals_and_saves_on_evals() -> None:
+    cad = cadence.suggest(_spec(num_train_epochs=3), 10_000, 1)
+    t = cad.training_arguments
+    assert cad.total_steps == 3750
+    assert t["logging_steps"] == 1 and t["eval_strategy"] == t["save_strategy"] == "steps"
+    assert t["save_steps"] % t["eval_steps"] == 0
+    assert 9 <= cad.evaluations <= 11 and 1 <= cad.saves <= 3
+    assert t["load_best_model_at_end"] and t["metric_for_best_model"] == "eval_accuracy"
+    assert cadence.validate_with_transformers(t) is None
+
+
+def test_fractions_are_checked_after_resolving() -> None:
+    """eval 0.02 / save 0.1 pass the Trainer's own check but resolve to 7 and 34 at 333 steps."""
+    spec = _spec(eval_steps=0.02, save_steps=0.1, max_steps=333, load_best_model_at_end=True,
+                 eval_strategy="steps", save_strategy="steps")
+    assert math.ceil(333 * 0.02) == 7 and math.ceil(333 * 0.1) == 34
+    assert cadence.validate_with_transformers(dict(spec.training)) is None  # the Trainer accepts it
+    with pytest.raises(UserError, match="resolves to 34 and eval_steps to 7"):
+        cadence.suggest(spec, 1000, 1)
+
+
+def test_transformers_refusal_text_is_reported() -> None:
+    error = cadence.validate_with_transformers({"eval_strategy": "steps", "eval_steps": 10, "save_strategy": "steps",
+                                                "save_steps": 15, "load_best_model_at_end": True})
+    assert error and "multiple of the evaluation steps" in error
+
+
+def test_smoke_test_preset() -> None:
+    spec = from_dict({"cadence": {"smoke_test": True}, "training": {"per_device_train_batch_size": 10}})
+    cad = cadence.suggest(spec, 5000, 1)
+    assert cad.training_arguments["save_strategy"] == "no"
+    assert cad.training_arguments["load_best_model_at_end"] is False
+    assert cad.steps_per_epoch == 10  # 100 samples / batch 10
+
+
+def test_simpletransformers_counts_per_gpu_and_epoch_evals() -> None:
+    st = cadence.simpletransformers_cadence(1000, 8, 1, 2, n_evals=10)
+    assert st["total_steps"] == 125 * 2
+    assert st["evaluate_during_training_steps"] == 25
+    assert st["evaluations"] == 10 + 2
+    assert st["logging_steps"] == max(1, round(250 / 100))
+
+
+def test_training_arguments_keeps_user_values() -> None:
+    spec = _spec(eval_steps=50, save_steps=100)
+    merged = cadence.training_arguments(spec, 2000, 1)
+    assert merged["eval_steps"] == 50 and merged["save_steps"] == 100
+    assert merged["per_device_train_batch_size"] == 8

@@ -1,0 +1,95 @@
+"""`ftui --plan` end to end, in subprocesses like a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def ftui(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env or OFFLINE, timeout=120)
+
+
+def test_issue_example_json_offline() -> None:
+    proc = ftui("--plan", "--model_name_or_path", "bert-large-uncased", "--task", "seq-cls",
+                "--per_device_train_batch_size", "4", "--max_seq_length", "512", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    for key in ("peak_allocated_bytes", "device_used_bytes", "host_ram_bytes", "components", "phase", "fits",
+                "recommendations", "cadence"):
+        assert key in data
+    assert data["model"]["params"] == 335_143_938
+    assert data["device_used_bytes"] > data["peak_allocated_bytes"] > 5e9  # 16 B/param of model states alone is 5.4 GB
+    assert sum(data["components"].values()) == pytest.approx(data["peak_allocated_bytes"], rel=1e-6)
+    assert data["phase"] in ("forward", "backward", "optimizer step", "eval")
+    assert data["fits"] is True and data["max_per_device_train_batch_size"] >= 4
+
+
+def test_plan_imports_no_textual_no_torch() -> None:
+    code = ("import sys; from tui.cli import main; "
+            "main(['--plan', '--model_name_or_path', 'Llama-2-70b', '--task', 'causal-lm', '--json']); "
+            "bad = [m for m in ('textual', 'torch', 'transformers', 'deepspeed') if m in sys.modules]; "
+            "sys.stderr.write('IMPORTED:' + ','.join(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=OFFLINE, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().endswith("IMPORTED:"), proc.stderr
+
+
+def test_rich_report_and_spec_file() -> None:
+    proc = ftui("plan", "assets/specs/demo.yaml", "--num_train_epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "ftui plan" in proc.stdout and "Cadence" in proc.stdout and "host RAM" in proc.stdout
+
+
+def test_validate_reports_acceptance() -> None:
+    proc = ftui("--plan", "assets/specs/demo.yaml", "--json", "--validate")
+    data = json.loads(proc.stdout)
+    assert data["cadence"]["validated"] is True and data["cadence"]["validation_error"] is None
+    assert data["num_train_samples_source"] == "dataset"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model_name_or_path", "not-a-model-xyz"], "Unknown model 'not-a-model-xyz'"),
+    (["--model_name_or_path", "gpt2", "--per_device_train_batchsize", "4"], "Did you mean '--per_device_train_batch_size'"),
+    (["--model_name_or_path", "gpt2", "--per_device_train_batch_size", "0"], "at least 1, got 0"),
+    (["--model_name_or_path", "gpt2", "--strategy", "ddp", "--num_gpus", "1"], "ddp needs at least 2 GPUs"),
+    (["--model_name_or_path", "gpt2", "--eval_batch"], "Unknown flag"),
+    (["assets/specs/nope.yaml"], "does not exist"),
+])
+def test_bad_input_is_one_paragraph_exit_2(args: list[str], needle: str) -> None:
+    proc = ftui("--plan", *args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_impossible_cadence_is_exit_2(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: {name_or_path: gpt2}\ntask: causal-lm\ntraining:\n  max_steps: 333\n  eval_strategy: steps\n"
+                    "  save_strategy: steps\n  eval_steps: 0.02\n  save_steps: 0.1\n  load_best_model_at_end: true\n")
+    proc = ftui("--plan", str(spec), "--num_train_samples", "1000")
+    assert proc.returncode == 2 and "Impossible cadence" in proc.stderr
+
+
+def test_unknown_spec_key_is_exit_2(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: {name_or_path: gpt2}\ntraining: {learning_rat: 0.1}\n")
+    proc = ftui("--plan", str(spec))
+    assert proc.returncode == 2 and "Did you mean 'learning_rate'" in proc.stderr
+
+
+def test_runner_flag_covers_other_runners() -> None:
+    st = json.loads(ftui("--plan", "--model_name_or_path", "bert-base-uncased", "--runner", "simpletransformers",
+                         "--num_train_samples", "1000", "--json").stdout)
+    assert st["cadence"]["simpletransformers"]["evaluate_during_training_steps"] >= 1
+    sbert = json.loads(ftui("--plan", "--model_name_or_path", "all-MiniLM-L6-v2", "--runner", "sentence_transformers",
+                            "--num_train_samples", "1000", "--json").stdout)
+    assert sbert["task"] == "embedding" and sbert["cadence"]["training_arguments"]["metric_for_best_model"] == "eval_loss"
