@@ -80,7 +80,7 @@ def deepspeed_config(strategy: str, mixed: str | None) -> dict:
 def accelerate_config(spec: RunSpec) -> str:
     n = spec.hardware.num_processes
     lines = ["compute_environment: LOCAL_MACHINE", f"num_processes: {n}", "num_machines: 1", "machine_rank: 0",
-             "main_training_function: main", "mixed_precision: no", "same_network: true"]
+             "main_training_function: main", "mixed_precision: 'no'", "same_network: true"]
     if spec.hardware.strategy in FSDP:
         sharding = "FULL_SHARD" if spec.hardware.strategy == "fsdp" else "SHARD_GRAD_OP"
         lines += ["distributed_type: FSDP", "fsdp_config:", f"  fsdp_sharding_strategy: {sharding}",

@@ -136,7 +136,9 @@ def training_arguments(spec: RunSpec, run_dir: Path, num_train: int, world_size:
         args.setdefault("deepspeed", str(run_dir / "ds_config.json"))
     elif strategy in FSDP_OPTIONS:
         args.setdefault("fsdp", FSDP_OPTIONS[strategy])
-    elif not torch.cuda.is_available() or strategy == "cpu":
+    if not torch.cuda.is_available() or strategy == "cpu":
+        # on CPU the distributed state must come from the cpu path (gloo), also under DeepSpeed,
+        # whose own path counts one process without CUDA
         args.setdefault("use_cpu", True)
     return args
 

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny specs on the bundled demo model and data, and a CLI runner."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "assets" / "demo" / "model"
+DEMO_DATA = ROOT / "assets" / "demo" / "reviews.csv"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DS_BUILD_OPS", "0")
+
+
+def tiny_spec(**overrides: Any) -> dict[str, Any]:
+    """A spec that trains the demo model on 128 rows in a few seconds."""
+    spec: dict[str, Any] = {
+        "name": "tiny", "runner": "hf_trainer", "task": "seq-cls",
+        "model": {"name_or_path": str(DEMO_MODEL), "torch_dtype": "float32"},
+        "dataset": {"train": str(DEMO_DATA), "max_train_samples": 128, "max_eval_samples": 64, "max_seq_length": 32},
+        "hardware": {"strategy": "cpu", "num_processes": 1},
+        "training": {"learning_rate": 0.001, "num_train_epochs": 1, "per_device_train_batch_size": 8,
+                     "per_device_eval_batch_size": 32, "seed": 1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    def write(name: str = "spec.yaml", **overrides: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(tiny_spec(**overrides)))
+        return path
+    return write
+
+
+def ftui(*args: str, timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, **kwargs)
+
+
+def records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def only_run(runs_dir: Path) -> Path:
+    runs = [p for p in runs_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
