@@ -151,22 +151,31 @@ def simpletransformers_cadence(num_samples: int, batch: int, accum: int, epochs:
             "save_model_every_epoch": False, "save_best_model": True}
 
 
-def validate_with_transformers(training_arguments: dict[str, Any], output_dir: str = "/tmp/ftui-validate") -> str | None:
-    """Construct the real TrainingArguments; return its refusal text, or None when it accepts."""
+def validate_with_transformers(training_arguments: dict[str, Any], output_dir: str = "/tmp/ftui-validate",
+                               runner: str = "hf_trainer") -> str | None:
+    """Construct the real TrainingArguments (the runner's own class); return its refusal text, or None.
+
+    stdout goes to stderr meanwhile: transformers prints "[INFO] Running in WANDB offline mode" on import
+    of its integrations when WANDB_MODE=offline, which would corrupt `ftui --plan --json`.
+    """
+    import contextlib
     import logging
+    import sys
     import warnings
 
-    from transformers import TrainingArguments
-
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     args = {k: v for k, v in training_arguments.items() if k not in ("output_dir",)}
     args.setdefault("use_cpu", True)
     for key in ("fp16", "bf16", "tf32"):
         args.pop(key, None)  # device checks, not cadence: they depend on the machine that validates
-    with warnings.catch_warnings():
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if runner == "sentence_transformers":  # accepts its extras (prompts, batch_sampler, warmup_ratio, ...)
+            from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
+        else:
+            from transformers import TrainingArguments as Arguments
+        logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
-            TrainingArguments(output_dir=output_dir, **args)
+            Arguments(output_dir=output_dir, **args)
         except (ValueError, TypeError) as exc:
             return str(exc)
     return None

@@ -167,7 +167,8 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
         raise UserError(f"--num_train_samples must be at least 1, got {samples}.")
     cad = cadence_mod.suggest(spec, samples, n if strat != "cpu" else n)
     if validate:
-        error = cadence_mod.validate_with_transformers({**spec.training, **cad.training_arguments})
+        error = cadence_mod.validate_with_transformers({**spec.training, **cad.training_arguments},
+                                                        runner=spec.runner)
         cad.validated, cad.validation_error = error is None, error
     return Plan(spec=spec, model=model, inputs=inp, estimate=est, levers=lever_list, advice=strategy.advice(inp, est),
                 max_batch=memory.max_batch_that_fits(inp), cadence=cad, num_train_samples=samples,

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from runners import cadence
 from runners.errors import UserError
 from runners.spec import from_dict
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo" / "model"
 
 
 def _spec(**training):
@@ -70,3 +73,38 @@ def test_training_arguments_keeps_user_values() -> None:
     merged = cadence.training_arguments(spec, 2000, 1)
     assert merged["eval_steps"] == 50 and merged["save_steps"] == 100
     assert merged["per_device_train_batch_size"] == 8
+
+
+def test_step_counts_and_resolved_fractions_match_the_real_trainer(tmp_path) -> None:
+    """The Trainer itself (transformers installed here) counts the same steps and resolves the same fractions."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+    from transformers.trainer_callback import TrainerState
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    model = BertForSequenceClassification(BertConfig.from_pretrained(str(DEMO_MODEL)))
+
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int) -> dict:
+            return {"input_ids": torch.tensor([1, 2, 3]), "labels": torch.tensor(0)}
+
+    for n, batch, accum, epochs, max_steps in ((1001, 8, 3, 2.5, -1), (10, 8, 1, 1, -1), (333, 4, 5, 3, -1),
+                                               (5000, 16, 2, 1, 77)):
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=batch,
+                                 gradient_accumulation_steps=accum, num_train_epochs=epochs, max_steps=max_steps,
+                                 report_to="none", eval_steps=0.07, save_steps=0.21, logging_steps=0.013)
+        trainer = Trainer(model=model, args=args, train_dataset=Rows(n))
+        _, per_epoch, *_, real_total = trainer.set_initial_training_values(args, trainer.get_train_dataloader())
+        ours = cadence.total_steps(n, batch, accum, epochs, 1, max_steps if max_steps > 0 else None)
+        assert ours == (real_total, per_epoch), (n, batch, accum, epochs, max_steps)
+        state = TrainerState()
+        state.compute_steps(args, real_total)
+        assert [cadence.resolve_step(v, real_total) for v in (0.013, 0.07, 0.21)] == \
+            [state.logging_steps, state.eval_steps, state.save_steps]

@@ -79,3 +79,51 @@ def test_lora_params_and_bad_targets() -> None:
     assert models.lora_params(arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj"]) == 16 * 32 * (8192 * 2 + 5120 * 2)
     with pytest.raises(UserError, match="do not have"):
         models.lora_params(arch, 16, ["query"])
+
+
+def test_hub_config_over_http_and_fast_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub route fetches only config.json (here from a real local HTTP server standing in for the
+    endpoint); with the endpoint unreachable it gives up at once and the error lists bundled names."""
+    import http.server
+    import threading
+    import time
+
+    cfg = (Path(__file__).resolve().parent.parent / "assets" / "demo" / "model" / "config.json").read_bytes()
+    asked: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            asked.append(self.path)
+            ok = self.path == "/acme/remote-tiny/resolve/main/config.json"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(cfg if ok else b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-ftui-cache")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        remote = models.resolve("acme/remote-tiny")
+        assert remote.source == "hub" and remote.arch.hidden == 64 and remote.path is None
+        assert asked == ["/acme/remote-tiny/resolve/main/config.json"]
+        with pytest.raises(UserError, match="Unknown model 'acme/missing'"):
+            models.resolve("acme/missing")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: the hub is not even asked
+        with pytest.raises(UserError):
+            models.resolve("acme/remote-tiny")
+        assert len(asked) == 2
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the endpoint is now closed: refused at once, and the error lists what would work
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="Bundled configs: .*meta-llama/Llama-2-7b-hf"):
+        models.resolve("acme/remote-tiny")
+    assert time.perf_counter() - start < 3.5

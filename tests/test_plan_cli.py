@@ -93,3 +93,80 @@ def test_runner_flag_covers_other_runners() -> None:
     sbert = json.loads(ftui("--plan", "--model_name_or_path", "all-MiniLM-L6-v2", "--runner", "sentence_transformers",
                             "--num_train_samples", "1000", "--json").stdout)
     assert sbert["task"] == "embedding" and sbert["cadence"]["training_arguments"]["metric_for_best_model"] == "eval_loss"
+
+
+def test_validate_reports_the_trainers_refusal_text(tmp_path: Path) -> None:
+    """A spec ftui's own checks accept but TrainingArguments refuses: the JSON carries the refusal."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: {name_or_path: gpt2}\ntask: causal-lm\ntraining: {lr_scheduler_type: cosine_typo}\n")
+    proc = ftui("--plan", str(spec), "--num_train_samples", "1000", "--json", "--validate")
+    assert proc.returncode == 0, proc.stderr
+    cad = json.loads(proc.stdout)["cadence"]
+    assert cad["validated"] is False
+    assert "cosine_typo is not a valid SchedulerType" in cad["validation_error"]
+    plain = json.loads(ftui("--plan", str(spec), "--num_train_samples", "1000", "--json").stdout)["cadence"]
+    assert plain["validated"] is None  # not checked (and transformers not imported) without --validate
+
+
+def test_rich_report_imports_no_textual_no_torch() -> None:
+    code = ("import sys; from tui.cli import main; "
+            "rc = main(['--plan', '--model_name_or_path', 'Mixtral-8x7B-v0.1', '--task', 'causal-lm', "
+            "'--lora_r', '8', '--strategy', 'zero3', '--num_gpus', '4']); "
+            "bad = [m for m in ('textual', 'torch', 'transformers', 'deepspeed') if m in sys.modules]; "
+            "sys.stderr.write(f'RC:{rc} IMPORTED:' + ','.join(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=OFFLINE, timeout=60)
+    assert proc.stderr.strip().endswith("RC:0 IMPORTED:"), proc.stderr
+    assert "Components at the peak" in proc.stdout
+
+
+def _fms_argv(row: dict) -> list[str]:
+    argv = ["--model_name_or_path", row["model"], "--task", "causal-lm", "--strategy", "fsdp", "--num_gpus",
+            row["num_gpus"], "--per_device_train_batch_size", row["per_device_train_batch_size"],
+            "--per_device_eval_batch_size", "1", "--max_seq_length", "4096", "--torch_dtype", "bfloat16", "--bf16",
+            "--gradient_checkpointing", "--attn_implementation", "flash_attention_2", "--optim", "adamw_torch", "--json"]
+    if row["peft"] == "lora":
+        argv += ["--lora_r", row["lora_r"], "--lora_target_modules", *row["lora_target_modules"].split()]
+    return argv
+
+
+def test_calibration_rows_through_the_cli_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each measured fms row, planned from the flags a user would pass, within 10% median error."""
+    import csv
+    import statistics
+
+    from tui import cmd_plan
+
+    errors = []
+    for row in csv.DictReader((ROOT / "bench" / "calibration" / "fms_a100_mistral7b.csv").open()):
+        assert cmd_plan.main("plan", _fms_argv(row)) == 0
+        data = json.loads(capsys.readouterr().out)
+        measured = int(row["peak_torch_alloc_bytes"])
+        errors.append(abs(data["peak_allocated_bytes"] - measured) / measured)
+        assert data["phase"] == ("backward" if row["peft"] == "lora" else "optimizer step"), row["id"]
+    assert statistics.median(errors) < 0.10 and max(errors) < 0.20, errors
+
+
+def test_gpu_memory_from_nvml_else_80_gib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML is the one thing faked (it cannot exist without a GPU): its smallest GPU sets the capacity."""
+    import types
+
+    from runners.plan import make_plan
+    from runners.spec import from_dict
+
+    spec = from_dict({"model": {"name_or_path": "Llama-3.1-8B"}, "task": "causal-lm",
+                      "hardware": {"strategy": "zero3", "num_processes": 4}})
+    none_seen = make_plan(spec, num_train_samples=100).to_json()  # this machine: pynvml finds no driver
+    assert none_seen["gpu_memory_bytes"] == 80 * 1024**3 and none_seen["gpu_memory_source"].startswith("default")
+
+    sizes = [80 * 1024**3, 40 * 1024**3]
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: len(sizes),
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=sizes[h]))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    seen = make_plan(spec, num_train_samples=100).to_json()
+    assert seen["gpu_memory_bytes"] == 40 * 1024**3 and seen["gpu_memory_source"] == "nvml"
+    assert any("NVML sees 2" in w for w in seen["warnings"])
+    assert seen["device_used_bytes"] == none_seen["device_used_bytes"]  # capacity changes the verdict, not the bytes
+    flagged = make_plan(spec, num_train_samples=100, gpu_memory_gib=24).to_json()
+    assert flagged["gpu_memory_bytes"] == 24 * 1024**3 and flagged["gpu_memory_source"] == "flag"

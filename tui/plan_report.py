@@ -55,7 +55,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
     for col in ("lever", "change", "saves", "result"):
         levers.add_column(col, justify="right" if col in ("saves", "result") else "left")
     for lever in plan.levers[:8]:
-        change = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        change = " ".join(f"--{k}" if v is True else f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                           for k, v in lever.change.items())
         levers.add_row(lever.name, change, _gib(lever.saves),
                        Text(_gib(lever.device_used), style="green" if lever.fits else "red"))
