@@ -1,0 +1,79 @@
+"""An ftui run dir: ``events.jsonl`` tailed by byte offset, state from ``status.json``.
+
+The only source that can be controlled gracefully (stop / checkpoint requests land in
+``control/``, honoured by the training callback), hence ``can_control = True``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from runners import events as ev
+from runners import rundir
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process exists (a zombie counts as gone; permission errors mean it exists)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+class FtuiRunSource:
+    kind = "ftui"
+    can_control = True
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.label = self.run_dir.name
+        self._reader = ev.TailReader(self.run_dir / ev.EVENTS_FILE)
+        self._own_warnings: list[str] = []
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._own_warnings + self._reader.warnings
+
+    def poll(self) -> list[dict[str, Any]]:
+        return self._reader.poll()
+
+    def status(self) -> dict[str, Any]:
+        status = rundir.read_status(self.run_dir)
+        if status is None:
+            note = f"{self.run_dir / rundir.STATUS_FILE} is missing or not valid JSON; state unknown"
+            if note not in self._own_warnings:
+                self._own_warnings.append(note)
+            status = {}
+        state = status.get("state") or "unknown"
+        pids = [p for p in (status.get("pid"), status.get("job_pid"), *(status.get("child_pids") or []))
+                if isinstance(p, int)]
+        same_host = status.get("host") in (None, socket.gethostname())
+        if state in ("pending", "running") and same_host and status.get("pid") and \
+                not pid_alive(status.get("pid")):
+            # the supervisor died without writing a final state (machine reboot, kill -9)
+            state = "crashed"
+            note = f"run {self.label}: status.json says running but its supervisor {status['pid']} is gone"
+            if note not in self._own_warnings:
+                self._own_warnings.append(note)
+        return {
+            "state": state,
+            "pids": [p for p in dict.fromkeys(pids) if pid_alive(p)] if same_host else pids,
+            "pgid": status.get("pgid"),
+            "run_dir": str(self.run_dir),
+            "output_dir": str(self.run_dir / rundir.OUTPUT_DIR),
+            "exit_code": status.get("exit_code"),
+            "error": status.get("error"),
+            "started_at": status.get("started_at"),
+            "ended_at": status.get("ended_at"),
+        }

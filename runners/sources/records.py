@@ -1,0 +1,82 @@
+"""Building event records from other libraries' key/value logs, and merging overlapping streams.
+
+A Trainer output dir tells the same story twice (``trainer_state.json`` in several checkpoints and
+TensorBoard); :class:`RecordMerger` passes each value on once, so the monitor never plots a point
+twice, and a record whose values all came already is dropped.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from runners import events as ev
+
+# Keys the Trainer logs once, in the final log entry, with ``train_runtime``.
+FINISH_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+BOOKKEEPING = {"step", "epoch", "v", "t", "type"}
+TYPE_ORDER = {ev.START: 0, ev.LOG: 1, ev.EVAL: 2, ev.CHECKPOINT: 3, ev.FINISH: 4, ev.CRASH: 5}
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def from_trainer_log(entry: dict[str, Any], t: float | None = None) -> dict[str, Any] | None:
+    """One ``log_history`` entry (Trainer's own dict) -> a log, eval or finish record."""
+    step = entry.get("step")
+    if not isinstance(step, int):
+        return None
+    epoch = _number(entry.get("epoch"))
+    values = {k: v for k, v in entry.items() if k not in BOOKKEEPING and _number(v) is not None}
+    base = {"v": ev.SCHEMA_VERSION, "t": t, "step": step, "epoch": epoch}
+    if "train_runtime" in values:
+        return {**base, "type": ev.FINISH, "metrics": values}
+    if any(k.startswith(("eval_", "test_")) for k in values):
+        return {**base, "type": ev.EVAL, "metrics": values}
+    if not values:
+        return None
+    return {**base, "type": ev.LOG, **values}
+
+
+def values_of(record: dict[str, Any]) -> dict[str, Any]:
+    if record["type"] in (ev.EVAL, ev.FINISH):
+        return dict(record.get("metrics") or {})
+    return {k: v for k, v in record.items() if k not in BOOKKEEPING}
+
+
+def with_values(record: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    if record["type"] in (ev.EVAL, ev.FINISH):
+        return {**record, "metrics": values}
+    return {**{k: v for k, v in record.items() if k in BOOKKEEPING}, **values}
+
+
+class RecordMerger:
+    """Drops values already passed on for the same (type, step) and key; keeps the rest."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], set[str]] = {}
+
+    def admit(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        kind, step = record.get("type"), record.get("step")
+        if kind not in (ev.LOG, ev.EVAL, ev.FINISH) or not isinstance(step, int):
+            return record
+        seen = self.seen.setdefault((kind, step), set())
+        fresh = {k: v for k, v in values_of(record).items() if k not in seen}
+        if not fresh and (seen or kind != ev.FINISH):
+            return None
+        seen.update(fresh)
+        return with_values(record, fresh)
+
+    def admit_all(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = [r for r in (self.admit(r) for r in records) if r is not None]
+        return sort_records(out)
+
+
+def sort_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step order, and within a step: start, log, eval, checkpoint, finish (stable otherwise)."""
+    def key(r: dict[str, Any]) -> tuple[float, int]:
+        step = r.get("step")
+        return (step if isinstance(step, (int, float)) else -math.inf, TYPE_ORDER.get(r.get("type"), 9))
+    return sorted(records, key=key)
