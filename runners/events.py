@@ -100,7 +100,7 @@ class TailReader:
     offset: int = 0
     skipped: int = 0
     warnings: list[str] = field(default_factory=list)
-    max_bytes_per_poll: int = 64 * 1024 * 1024
+    max_bytes_per_poll: int = 4 * 1024 * 1024  # bounds a viewer's memory on a huge backlog
 
     def poll(self) -> list[dict[str, Any]]:
         try:

@@ -189,7 +189,10 @@ def start(run_dir: Path) -> int:
 
 
 def launch(spec: RunSpec, runs_dir: Path, resumed_from: str | None = None) -> Path:
-    preflight(spec)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # library import chatter must not mix with our stdout
+        preflight(spec)
     run_dir = create_run(spec, runs_dir, resumed_from)
     start(run_dir)
     return run_dir

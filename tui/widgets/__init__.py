@@ -1,0 +1,1 @@
+"""Widgets of the ftui dashboard, one concern per module."""

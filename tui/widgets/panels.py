@@ -1,0 +1,188 @@
+"""Text panels of the monitor: progress, GPUs and host, checkpoints, log tail.
+
+Each panel is a ``Static`` whose content is rebuilt from plain data (the run history, a telemetry
+sample, a status dict) in one call: cheap, deterministic (no clock read here: the caller passes
+``now``), so snapshot tests see the same frame every time.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+from runners.history import RunHistory
+
+GIB = 2**30
+STATE_STYLES = {"running": "bold $success", "finished": "bold $primary", "stopped": "bold $warning",
+                "crashed": "bold $error", "killed": "bold $error", "pending": "$text-muted", "unknown": "$text-muted"}
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "N/A"
+    if n >= GIB:
+        return f"{n / GIB:.1f}G"
+    return f"{n / 2**20:.0f}M"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:.1f}"
+
+
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar of ``width`` cells with eighth-cell resolution."""
+    fraction = min(1.0, max(0.0, fraction))
+    eighths = int(round(fraction * width * 8))
+    full, part = divmod(eighths, 8)
+    partial = " ▏▎▍▌▋▊▉"[part] if part and full < width else ""
+    return ("█" * full + partial).ljust(width, "·")[:width]
+
+
+Part = str | tuple[str, str]
+
+
+def state_part(state: str) -> Part:
+    return (state, STATE_STYLES.get(state, ""))
+
+
+class ProgressPanel(Static):
+    """State, step/epoch with a bar, throughput and ETA: two lines (three with an error)."""
+
+    def show(self, history: RunHistory, status: dict[str, Any], now: float) -> None:
+        state = status.get("state") or history.state
+        if history.state in ("finished", "stopped", "crashed") and state in ("running", "unknown"):
+            state = history.state
+        step, total = history.step, history.max_steps
+        epochs = history.meta.get("num_epochs")
+        head = f"  step {step}/{total or '?'}"
+        if history.epoch is not None:
+            head += f"  epoch {history.epoch:.2f}" + (f"/{epochs:g}" if isinstance(epochs, (int, float)) else "")
+        fraction = step / total if total else 0.0
+        room = (self.size.width or 80) - len(state) - len(head) - 8
+        parts: list[Part] = [state_part(state), head, "  "]
+        if room >= 6:
+            parts.append((bar(fraction, min(room, 40)), "$accent"))
+        if total:
+            parts.append(f" {fraction:4.0%}")
+        started = history.started_at or status.get("started_at")
+        ended = history.ended_at or status.get("ended_at")
+        elapsed = ((ended or now) - started) if started else None
+        eta = history.eta_seconds() if state in ("running", "pending") else None
+        rates = (f"\n{fmt_rate(history.latest.get('samples_per_second'))} samples/s  "
+                 f"{fmt_rate(history.latest.get('tokens_per_second'))} tok/s  "
+                 f"elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(eta) if eta is not None else '-'}")
+        loss = history.latest.get("loss")
+        if loss is not None:
+            rates += f"  loss {loss:.4g}"
+        lr = history.latest.get("learning_rate")
+        if lr is not None:
+            rates += f"  lr {lr:.2e}"
+        parts.append(rates)
+        error = history.error or status.get("error")
+        if error and state in ("crashed", "killed"):
+            parts.append((f"\n{error}", "$error"))
+        self.update(Content.assemble(*parts))
+
+
+class ResourcePanel(Static):
+    """Per-GPU memory against the plan's estimate, utilisation, temperature, power; CPU and RAM."""
+
+    def show(self, sample: dict[str, Any] | None, history: RunHistory, estimate: dict[str, int] | None,
+             compact: bool) -> None:
+        """``estimate``: the plan's ``peak`` (allocated, against the ranks' peaks) and ``device`` (used,
+        against what NVML reports) bytes, when the run has a plan."""
+        if sample is None:
+            self.update(Content.styled("telemetry: sampling...", "$text-muted"))
+            return
+        parts: list[Part] = []
+        gpus = sample.get("gpus") or []
+        if not gpus:
+            parts.append(("no GPU", "bold"))
+            reason = sample.get("gpu_error")
+            if reason and not compact:
+                parts.append((f" ({reason})", "$text-muted"))
+            parts.append("\n")
+        for gpu in gpus:
+            parts.extend(self._gpu_line(gpu, (estimate or {}).get("device"), compact))
+            parts.append("\n")
+        parts.append(f"CPU {sample.get('cpu_percent', 0):5.1f}%  RAM {fmt_bytes(sample.get('ram_used'))}/"
+                     f"{fmt_bytes(sample.get('ram_total'))}")
+        for rank, mem in sorted(history.memory.items()):
+            if compact and rank > 0:
+                parts.append(f" +{len(history.memory) - 1} ranks")
+                break
+            peak, estimate_bytes = mem.get("peak_allocated"), (estimate or {}).get("peak")
+            parts.append(("  " if compact else "\n") + f"rank {rank} "
+                         + (f"peak {fmt_bytes(peak)}" if peak else f"rss {fmt_bytes(mem.get('rss'))}"))
+            if peak and estimate_bytes:
+                parts.append((f" / plan {fmt_bytes(estimate_bytes)}",
+                              "$error" if peak > estimate_bytes * 1.1 else "$text-muted"))
+        self.update(Content.assemble(*parts))
+
+    def _gpu_line(self, gpu: dict[str, Any], estimate_bytes: int | None, compact: bool) -> list[Part]:
+        """One line per GPU when compact; name and sensors, then memory against the plan, otherwise."""
+        used, total = gpu.get("memory_used"), gpu.get("memory_total")
+
+        def opt(value: Any, unit: str) -> str:
+            return f"{value:.0f}{unit}" if isinstance(value, (int, float)) else "N/A"
+
+        sensors = (f"{opt(gpu.get('utilization'), '%')} {opt(gpu.get('temperature'), '°C')} "
+                   f"{opt(gpu.get('power_watts'), 'W')}")
+        parts: list[Part] = [f"GPU{gpu.get('index', '?')} "]
+        if not compact:
+            parts.append(f"{str(gpu.get('name') or '')[:24]}  {sensors}\n  ")
+        if used is not None and total:
+            over = estimate_bytes is not None and used > estimate_bytes * 1.1
+            parts.append((bar(used / total, 8 if compact else 14), "$error" if over else "$accent"))
+            parts.append(f" {fmt_bytes(used)}/{fmt_bytes(total)}")
+            if estimate_bytes and not compact:
+                parts.append((f" plan {fmt_bytes(estimate_bytes)}", "$error" if over else "$text-muted"))
+        else:
+            parts.append("mem N/A")
+        if compact:
+            parts.append(f"  {sensors}")
+        return parts
+
+
+class CheckpointList(Static):
+    """Saved checkpoints, newest last, the best one marked."""
+
+    def show(self, history: RunHistory) -> None:
+        if not history.checkpoints:
+            self.update(Content.styled("no checkpoint yet", "$text-muted"))
+            return
+        parts: list[Part] = []
+        best_path = (history.best or {}).get("checkpoint")
+        for c in history.checkpoints[-50:]:
+            best = c.get("path") == best_path
+            value = c.get("value")
+            metric = f"  {c.get('metric')}={value:.4g}" if isinstance(value, (int, float)) else ""
+            name = str(c.get("path") or "").rstrip("/").rsplit("/", 1)[-1]
+            parts.append((f"{'★' if best else ' '} step {c.get('step')}  {name}{metric}\n",
+                          "bold $success" if best else ""))
+        self.update(Content.assemble(*parts))
+
+
+class LogTail(Static):
+    """The last lines of the run's stdout.log (read in the poll worker)."""
+
+    def show(self, lines: list[str] | None) -> None:
+        if lines is None:
+            self.update(Content.styled("no log for this source", "$text-muted"))
+            return
+        self.update(Content("\n".join(lines) if lines else "(empty log)"))

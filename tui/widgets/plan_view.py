@@ -1,0 +1,104 @@
+"""The plan preview: memory per GPU as a bar against capacity, split by component, plus verdict,
+peak phase, cadence and advice. Renders the same ``Plan.to_json()`` object `ftui --plan --json` prints.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+from tui.widgets.panels import Part
+
+GIB = 2**30
+COMPONENT_STYLES = ("$primary", "$warning", "$success", "$secondary", "$accent", "$error", "$primary", "$warning")
+COMPONENT_CHARS = "█▓▒▚▞░▙▟"
+
+
+def size(n: float) -> str:
+    """Bytes with a unit that keeps two or three significant figures."""
+    if n >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 1024:.0f} KiB"
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def memory_parts(plan: dict[str, Any], width: int) -> list[Part]:
+    """The stacked bar and its legend."""
+    capacity = max(1, int(plan.get("gpu_memory_bytes") or 1))
+    comps = {k: v for k, v in (plan.get("components") or {}).items() if v > 0}
+    overhead = max(0, int(plan.get("device_used_bytes", 0)) - sum(comps.values()))
+    if overhead:
+        comps["process overhead" if plan.get("device") == "cpu" else "CUDA context + cache"] = overhead
+    used = sum(comps.values())
+    scale = max(capacity, used)
+    cells: list[tuple[str, str]] = []
+    for i, nbytes in enumerate(comps.values()):
+        n = int(round(nbytes / scale * width))
+        if n == 0 and nbytes / scale > 0.002:
+            n = 1
+        cells.extend([(COMPONENT_CHARS[i % 8], COMPONENT_STYLES[i % 8])] * min(n, width - len(cells)))
+    cells.extend([("·", "$text-muted")] * (width - len(cells)))
+    if used > capacity:  # mark where the GPU ends
+        cells[min(width - 1, int(capacity / scale * width))] = ("┃", "bold $error")
+    parts: list[Part] = []
+    for char, style in cells:
+        if parts and isinstance(parts[-1], tuple) and parts[-1][1] == style and parts[-1][0][-1] == char:
+            parts[-1] = (parts[-1][0] + char, style)
+        else:
+            parts.append((char, style))
+    unit = "host RAM" if plan.get("device") == "cpu" else "per GPU"
+    parts.append(f"\n{size(plan.get('device_used_bytes', 0))} of {size(capacity)} {unit} "
+                 f"({plan.get('gpu_memory_source', '')})\n")
+    for i, (name, nbytes) in enumerate(comps.items()):
+        parts.append((COMPONENT_CHARS[i % 8], COMPONENT_STYLES[i % 8]))
+        parts.append(f" {name} {size(nbytes)}  ")
+    return parts
+
+
+def plan_content(plan: dict[str, Any], width: int) -> Content:
+    """The whole preview as styled text for a pane ``width`` cells wide."""
+    fits = plan.get("fits")
+    parts: list[Part] = [("FITS" if fits else "DOES NOT FIT", "bold $success" if fits else "bold $error"),
+                         f"  peak at {plan.get('phase')}  · {plan.get('strategy')} × {plan.get('num_gpus')}\n"]
+    parts.extend(memory_parts(plan, max(10, width - 2)))
+    model = plan.get("model") or {}
+    parts.append(f"\nmodel {model.get('family')} {human_count(int(model.get('params') or 0))} params "
+                 f"({human_count(int(model.get('trainable_params') or 0))} trainable, {model.get('source')})"
+                 f" · max batch {plan.get('max_per_device_train_batch_size')}")
+    cad = plan.get("cadence") or {}
+    if cad:
+        res = cad.get("resolved") or {}
+        parts.append(f"\ncadence: {cad.get('total_steps')} steps · eval every {res.get('eval_steps', '-')} · "
+                     f"save every {res.get('save_steps', '-')} · log every {res.get('logging_steps', '-')}")
+    for line in plan.get("advice") or []:
+        parts.append((f"\n{line}", "$text-muted"))
+    for line in plan.get("warnings") or []:
+        parts.append((f"\n⚠ {line}", "$warning"))
+    return Content.assemble(*parts)
+
+
+def lever_label(index: int, lever: dict[str, Any]) -> str:
+    fits = " fits" if lever.get("fits") else ""
+    return (f"{index + 1}. {lever['name']}: -{size(lever.get('saves_bytes', 0))} → "
+            f"{size(lever.get('device_used_bytes', 0))}{fits}")
+
+
+class PlanView(Static):
+    """Shows a plan, or the reason there is none."""
+
+    def show(self, plan: dict[str, Any] | None, error: str | None) -> None:
+        if error:
+            self.update(Content.assemble(("cannot plan: ", "bold $error"), error))
+        elif plan is None:
+            self.update(Content.styled("planning...", "$text-muted"))
+        else:
+            self.update(plan_content(plan, self.size.width or 60))
