@@ -38,13 +38,16 @@ class Cadence:
         return asdict(self)
 
 
-def default_metric(task: str, runner: str) -> tuple[str, bool]:
-    """(metric_for_best_model, greater_is_better) that the runners compute for this task."""
-    if runner == "sentence_transformers" or task == "embedding":
-        return "eval_loss", False
-    if task in ("seq-cls", "token-cls"):
-        return "eval_accuracy", True
-    return "eval_loss", False
+def default_metric(task: str, runner: str) -> str:
+    """The metric_for_best_model every runner computes for this task."""
+    if runner != "sentence_transformers" and task in ("seq-cls", "token-cls"):
+        return "eval_accuracy"
+    return "eval_loss"
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and errors are minimised; accuracies, F1, correlations, v-measure are maximised."""
+    return metric.lower().endswith(("loss", "perplexity", "mse", "rmse", "mae", "error"))
 
 
 def total_steps(num_samples: int, batch: int, accumulation: int, epochs: float, world_size: int,
@@ -83,7 +86,7 @@ def suggest(spec: RunSpec, num_samples: int, world_size: int) -> Cadence:
         n_evals = max(1, spec.cadence.n_evals)
         eval_steps = max(1, total // n_evals)
         saves_every = max(1, round(n_evals / max(1, spec.cadence.n_saves)))
-        metric, greater = default_metric(spec.task, spec.runner)
+        metric = default_metric(spec.task, spec.runner)
         t.setdefault("logging_strategy", "steps")
         t.setdefault("logging_steps", spec.cadence.n_logs and max(1, total // spec.cadence.n_logs) or 1)
         if t.get("eval_strategy", "steps") == "steps":
@@ -97,7 +100,7 @@ def suggest(spec: RunSpec, num_samples: int, world_size: int) -> Cadence:
         t.setdefault("load_best_model_at_end", best_ok)
         if t["load_best_model_at_end"]:
             t.setdefault("metric_for_best_model", spec.cadence.metric_for_best_model or metric)
-            t.setdefault("greater_is_better", not str(t["metric_for_best_model"]).endswith("loss") and greater)
+            t.setdefault("greater_is_better", not lower_is_better(str(t["metric_for_best_model"])))
             t.setdefault("save_total_limit", 2)
     resolved = {k: resolve_step(t.get(k), total) for k in ("logging_steps", "eval_steps", "save_steps")}
     if resolved["eval_steps"] is None and t.get("eval_strategy") == "steps":

@@ -8,6 +8,7 @@ for jobs ftui did not start.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from dataclasses import replace
@@ -82,9 +83,10 @@ def checkpoint(run_dir: Path) -> str:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` (not simpletransformers' weightless ``checkpoint-N-epoch-E``)."""
     output = run_dir / rundir.OUTPUT_DIR
-    found = [p for p in output.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+    found = [p for p in output.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
 
 
 def resume_spec(run_dir: Path) -> specmod.RunSpec:

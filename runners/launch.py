@@ -139,6 +139,10 @@ def preflight(spec: RunSpec) -> None:
 
     if not spec.model.name_or_path:
         raise UserError("The spec has no model.name_or_path: give a hub id or a local model directory.")
+    if spec.runner == "simpletransformers" and spec.hardware.num_processes > 1:
+        raise UserError(f"The simpletransformers runner trains in one process (it spreads over GPUs itself with n_gpu), "
+                        f"but hardware.num_processes is {spec.hardware.num_processes}. Set it to 1, or use the "
+                        "hf_trainer runner for multi-process training.")
     if Path(spec.model.name_or_path).is_dir():
         models.resolve(spec.model.name_or_path)
     data.preflight(spec)

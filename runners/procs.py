@@ -279,7 +279,6 @@ def group(procs: dict[int, Proc]) -> list[Job]:
     jobs = []
     for root, plist in members.items():
         plist.sort(key=lambda p: (p.pid != root, p.create_time, p.pid))
-        head = plist[0]
         out = run_dir = how = None
         for candidate in plist:  # a launcher's command usually carries the script's flags too
             out, how, run_dir = locate_output_dir(candidate.cmdline, candidate.cwd)

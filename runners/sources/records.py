@@ -7,6 +7,7 @@ twice, and a record whose values all came already is dropped.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from runners import events as ev
@@ -15,6 +16,48 @@ from runners import events as ev
 FINISH_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 BOOKKEEPING = {"step", "epoch", "v", "t", "type"}
 TYPE_ORDER = {ev.START: 0, ev.LOG: 1, ev.EVAL: 2, ev.CHECKPOINT: 3, ev.FINISH: 4, ev.CRASH: 5}
+RUNNING_WITHIN_S = 120.0  # files written this recently mean the job is still going
+PID_SCAN_EVERY_S = 10.0  # how often an output-dir source looks for a process writing it
+
+
+def split_records(t: float, step: int, train: dict[str, Any], evals: dict[str, Any]) -> list[dict[str, Any]]:
+    """Scalars logged at one step, already split into train and eval names -> log/eval/finish records.
+
+    ``train`` is consumed: ``epoch`` and the Trainer's final summary keys are taken out of it.
+    """
+    epoch = train.pop("epoch", None)
+    base = {"v": ev.SCHEMA_VERSION, "t": round(t, 3), "step": step, "epoch": epoch}
+    finish = {k: train.pop(k) for k in FINISH_KEYS if k in train} if "train_runtime" in train else {}
+    out: list[dict[str, Any]] = []
+    if train:
+        out.append({**base, "type": ev.LOG, **train})
+    if evals:
+        out.append({**base, "type": ev.EVAL, "metrics": evals})
+    if finish:
+        out.append({**base, "type": ev.FINISH, "metrics": finish})
+    return out
+
+
+def output_dir_state(source: Any) -> tuple[str, list[int]]:
+    """(state, live pids) of an output dir written by a job ftui did not start.
+
+    Finished once the final record was seen; running while a process writing it lives or files changed
+    lately; crashed when ftui saw that process end without a final record; unknown otherwise.
+    ``source`` has ``root``, ``pids``, ``finished``, ``last_write`` and ``_pid_scan_at``.
+    """
+    from runners.sources.ftui_run import pid_alive
+
+    if not source.pids and not source.finished and time.time() - source._pid_scan_at > PID_SCAN_EVERY_S:
+        from runners.procs import processes_for_dir  # a matching live process means running
+
+        source._pid_scan_at = time.time()
+        source.pids = processes_for_dir(source.root)
+    alive = [p for p in source.pids if pid_alive(p)]
+    if source.finished:
+        return "finished", alive
+    if alive or (source.last_write and time.time() - source.last_write < RUNNING_WITHIN_S):
+        return "running", alive
+    return ("crashed" if source.pids else "unknown"), alive
 
 
 def _number(value: Any) -> float | int | None:

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners.sources.records import RecordMerger
+from runners.sources.records import RecordMerger, output_dir_state
 
 SCORES = "training_progress_scores.csv"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)(?:-epoch-(\d+))?$")
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-RUNNING_WITHIN_S = 120.0
-PID_SCAN_EVERY_S = 10.0
 
 
 def read_eval_results(path: Path) -> dict[str, float]:
@@ -221,20 +219,5 @@ class SimpleTransformersSource:
         return records
 
     def status(self) -> dict[str, Any]:
-        from runners.sources.ftui_run import pid_alive
-
-        if not self.pids and not self.finished and time.time() - self._pid_scan_at > PID_SCAN_EVERY_S:
-            from runners.procs import processes_for_dir  # a matching live process means running
-
-            self._pid_scan_at = time.time()
-            self.pids = processes_for_dir(self.root)
-        alive = [p for p in self.pids if pid_alive(p)]
-        if self.finished:
-            state = "finished"
-        elif alive or (self.last_write and time.time() - self.last_write < RUNNING_WITHIN_S):
-            state = "running"
-        elif self.pids:
-            state = "crashed"
-        else:
-            state = "unknown"
+        state, alive = output_dir_state(self)
         return {"state": state, "pids": alive, "output_dir": str(self.root)}

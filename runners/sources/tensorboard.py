@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners.sources.records import FINISH_KEYS, RecordMerger
+from runners.sources.records import RUNNING_WITHIN_S, RecordMerger, split_records
 from runners.sources.tfevents import Scalar, TFRecordTail, scalars
 
 EVAL_WORDS = {"eval": "eval", "val": "eval", "valid": "eval", "validation": "eval", "test": "test"}
 QUIET_S = 2.0      # a file untouched this long has finished writing its last step
 RESCAN_S = 5.0     # look for new event files at most this often
-RUNNING_WITHIN_S = 120.0
 
 
 def metric_name(tag: str) -> tuple[str, str]:
@@ -46,17 +45,7 @@ def group_to_records(step: int, group: dict[str, Scalar]) -> list[dict[str, Any]
     for tag, scalar in group.items():
         split, name = metric_name(tag)
         (train if split == "train" else evals)[name] = scalar.value
-    epoch = train.pop("epoch", None)
-    base = {"v": ev.SCHEMA_VERSION, "t": round(t, 3), "step": step, "epoch": epoch}
-    out: list[dict[str, Any]] = []
-    finish = {k: train.pop(k) for k in FINISH_KEYS if k in train} if "train_runtime" in train else {}
-    if train:
-        out.append({**base, "type": ev.LOG, **train})
-    if evals:
-        out.append({**base, "type": ev.EVAL, "metrics": evals})
-    if finish:
-        out.append({**base, "type": ev.FINISH, "metrics": finish})
-    return out
+    return split_records(t, step, train, evals)
 
 
 class _FileStream:

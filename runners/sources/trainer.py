@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners.sources.records import RecordMerger, from_trainer_log
+from runners.sources.records import RecordMerger, from_trainer_log, output_dir_state
 from runners.sources.tensorboard import TensorBoardStream
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-RUNNING_WITHIN_S = 120.0
-PID_SCAN_EVERY_S = 10.0
 
 
 def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
@@ -159,22 +157,7 @@ class TrainerSource:
         return records
 
     def status(self) -> dict[str, Any]:
-        from runners.sources.ftui_run import pid_alive
-
-        if not self.pids and not self.finished and time.time() - self._pid_scan_at > PID_SCAN_EVERY_S:
-            from runners.procs import processes_for_dir  # a matching live process means running
-
-            self._pid_scan_at = time.time()
-            self.pids = processes_for_dir(self.root)
-        alive = [p for p in self.pids if pid_alive(p)]
-        if self.finished:
-            state = "finished"
-        elif alive or (self.last_write and time.time() - self.last_write < RUNNING_WITHIN_S):
-            state = "running"
-        elif self.pids:
-            state = "crashed"  # we watched its process end without the final log entry
-        else:
-            state = "unknown"
+        state, alive = output_dir_state(self)
         return {"state": state, "pids": alive, "output_dir": str(self.root),
                 "best_model_checkpoint": self._best_path(),
                 "global_step": self.newest_state.get("global_step"),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners.sources.records import FINISH_KEYS, RecordMerger
+from runners.sources.records import FINISH_KEYS, RUNNING_WITHIN_S, RecordMerger, split_records
 from runners.sources.tensorboard import metric_name
 
 MAGIC = b":W&B"
@@ -27,7 +27,6 @@ FILE_HEADER = 7
 BLOCK = 32 * 1024
 CHUNK_HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-RUNNING_WITHIN_S = 120.0
 
 
 def find_wandb_file(path: Path) -> tuple[Path | None, list[str]]:
@@ -186,18 +185,7 @@ class WandbSource:
                 continue
             split, name = metric_name(key)
             (train if split == "train" else evals)[name] = value
-        epoch = train.pop("epoch", None)
-        base = {"v": ev.SCHEMA_VERSION, "t": round(t, 3) if isinstance(t, (int, float)) else time.time(),
-                "step": int(step), "epoch": epoch}
-        out: list[dict[str, Any]] = []
-        finish = {k: train.pop(k) for k in FINISH_KEYS if k in train} if "train_runtime" in train else {}
-        if train:
-            out.append({**base, "type": ev.LOG, **train})
-        if evals:
-            out.append({**base, "type": ev.EVAL, "metrics": evals})
-        if finish:
-            out.append({**base, "type": ev.FINISH, "metrics": finish})
-        return out
+        return split_records(t if isinstance(t, (int, float)) else time.time(), int(step), train, evals)
 
     def poll(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
