@@ -36,6 +36,7 @@ class Plan:
     samples_source: str
     gpu_source: str
     warnings: list[str] = field(default_factory=list)
+    loss: dict[str, str] | None = None  # sentence-transformers: the loss chosen from the data, and why
 
     def to_json(self) -> dict[str, Any]:
         est = self.estimate
@@ -60,7 +61,7 @@ class Plan:
             "max_per_device_train_batch_size": self.max_batch,
             "cadence": self.cadence.to_json() if self.cadence else None,
             "num_train_samples": self.num_train_samples, "num_train_samples_source": self.samples_source,
-            "notes": est.notes, "warnings": self.warnings,
+            "notes": est.notes, "warnings": self.warnings, "loss": self.loss,
         }
 
 
@@ -172,4 +173,22 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
         cad.validated, cad.validation_error = error is None, error
     return Plan(spec=spec, model=model, inputs=inp, estimate=est, levers=lever_list, advice=strategy.advice(inp, est),
                 max_batch=memory.max_batch_that_fits(inp), cadence=cad, num_train_samples=samples,
-                samples_source=source, gpu_source=gpu_source, warnings=warnings)
+                samples_source=source, gpu_source=gpu_source, warnings=warnings, loss=sentence_loss(spec))
+
+
+def sentence_loss(spec: RunSpec) -> dict[str, str] | None:
+    """The sentence-transformers loss the runner will choose from the data's columns (the same function)."""
+    if spec.runner != "sentence_transformers":
+        return None
+    from runners import st_losses
+
+    override = spec.runner_args.get("loss")
+    if count_rows(spec.dataset.train) is None:  # no local file to look at: only an override can be told
+        return {"name": override, "reason": "set in runner_args.loss"} if override else None
+    from runners import data
+
+    head = data.load_table(spec.dataset.train, nrows=200)
+    roles = data.detect_columns(head, spec.dataset, "embedding", spec.dataset.train)
+    label = st_losses.normalise_roles(roles).get("label")
+    name, reason = st_losses.choose_loss(roles, override, head[label].tolist() if label else None)
+    return {"name": name, "reason": reason}

@@ -170,3 +170,19 @@ def test_gpu_memory_from_nvml_else_80_gib(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen["device_used_bytes"] == none_seen["device_used_bytes"]  # capacity changes the verdict, not the bytes
     flagged = make_plan(spec, num_train_samples=100, gpu_memory_gib=24).to_json()
     assert flagged["gpu_memory_bytes"] == 24 * 1024**3 and flagged["gpu_memory_source"] == "flag"
+
+
+def test_sentence_transformers_plan_shows_the_loss_and_why() -> None:
+    proc = ftui("--plan", "assets/specs/demo_sentence_transformers.yaml", "--json")
+    assert proc.returncode == 0, proc.stderr
+    loss = json.loads(proc.stdout)["loss"]
+    from runners import data, spec, st_losses
+
+    demo = spec.load(ROOT / "assets" / "specs" / "demo_sentence_transformers.yaml")
+    head = data.load_table(demo.dataset.train, nrows=200)
+    roles = data.detect_columns(head, demo.dataset, "embedding")
+    assert (loss["name"], loss["reason"]) == st_losses.choose_loss(roles, demo.runner_args.get("loss"), head["label"].tolist())
+    assert loss["reason"]
+    plain = json.loads(ftui("--plan", "--model_name_or_path", "all-MiniLM-L6-v2", "--runner", "sentence_transformers",
+                            "--json").stdout)
+    assert plain["loss"] is None  # no dataset given: nothing to choose from

@@ -82,5 +82,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
         console.print(levers)
     if cad:
         console.print(parts[3])
+    if plan.loss:
+        console.print(Text.assemble(("loss ", "bold"), plan.loss["name"], f": {plan.loss['reason']}"))
     for warning in plan.warnings + est.notes:
         console.print(Text("! " + warning, style="yellow"))
