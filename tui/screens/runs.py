@@ -75,6 +75,7 @@ class RunsScreen(Screen[None]):
         Binding("n", "new", "New run"),
         Binding("d", "demo", "Demo"),
         Binding("r", "rescan", "Refresh"),
+        Binding("p", "processes", "Processes"),
     ]
 
     def __init__(self, runs_dir: Path) -> None:
@@ -181,6 +182,11 @@ class RunsScreen(Screen[None]):
             self.notify("No run selected.", severity="warning")
             return
         self.app.open_run_dir(self.rows[table.cursor_row]["path"])  # type: ignore[attr-defined]
+
+    def action_processes(self) -> None:
+        from tui.screens.processes import ProcessesScreen
+
+        self.app.push_screen(ProcessesScreen())
 
     def action_new(self) -> None:
         self.app.action_new_run()  # type: ignore[attr-defined]
