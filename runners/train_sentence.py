@@ -215,7 +215,7 @@ def training_arguments(spec: RunSpec, run_dir: Path, num_train: int, world_size:
         args.setdefault("run_name", spec.tracking.run_name or spec.name)
     metric = args.get("metric_for_best_model")
     if metric and "greater_is_better" not in spec.training:
-        args["greater_is_better"] = not str(metric).endswith("loss")
+        args["greater_is_better"] = not cadence.lower_is_better(str(metric))
     batch = int(args.get("per_device_train_batch_size", 8))
     if st_losses.LOSS_SHAPES.get(loss_name) == "single" and batch >= 4 and batch % 2 == 0:
         args.setdefault("batch_sampler", "group_by_label")  # batch-hard mining needs several texts per label

@@ -355,7 +355,7 @@ def classification_args(spec: RunSpec, run_dir: Path, num_train: int, use_cuda: 
         "save_eval_checkpoints": cad["save_eval_checkpoints"], "save_model_every_epoch": cad["save_model_every_epoch"],
         "save_best_model": cad["save_best_model"],
         "early_stopping_metric": st_metric_name(metric),
-        "early_stopping_metric_minimize": not bool(t.get("greater_is_better", not metric.endswith("loss"))),
+        "early_stopping_metric_minimize": not bool(t.get("greater_is_better", not cadence.lower_is_better(metric))),
     }
     for key in ("warmup_steps", "weight_decay", "max_grad_norm", "adam_epsilon", "dataloader_num_workers"):
         if key in t:
