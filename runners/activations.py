@@ -8,6 +8,7 @@ output and a log-sum-exp. Causal-LM losses upcast logits to fp32 before log-soft
 """
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 
 from runners.models import Arch
@@ -103,3 +104,87 @@ def estimate(arch: Arch, p: Precision, batch: int, seq: int, eval_batch: int, at
     eval_transient = eval_batch * seq * (2 * layer / 3 + vocab_row * (p.matmul + upcast + 4))
     return ActivationEstimate(saved=tokens * (kept + embed), loss_forward=loss_forward, loss_saved=loss_saved,
                               backward_extra=backward_extra, eval_transient=eval_transient)
+
+
+TRACE_TASKS = ("causal-lm", "seq-cls", "seq2seq", "token-cls")
+_LEARNED: set[str] = set()  # configs traced by this process already
+
+
+@dataclass
+class Traced:
+    """Bytes at full depth, batch and sequence, from the model's own meta-device step (runners.trace)."""
+
+    saved: float  # saved for backward at the end of forward (autocast weight copies included)
+    forward_peak: float  # the forward's peak: saved + the loss's logits copies
+    backward_peak: float  # backward's peak without parameter gradients
+    grads_at_peak: float  # parameter gradients alive at that moment
+    end_backward: float  # all parameter gradients + what is left at the end of backward
+    eval_peak: float
+    largest_block: float  # the largest single tensor of a training / eval step
+    route: str  # "cached" or "learned in N s"
+
+
+def trace_mode(dtype: str, mixed: str | None, deepspeed: bool = False, four_bit: bool = False) -> str:
+    if dtype != "float32" or (deepspeed and mixed) or four_bit:
+        return "half"
+    return "mixed" if mixed else "fp32"
+
+
+def traced(arch: Arch, task: str, mode: str, attn: str, gc: bool, batch: int, seq: int, eval_batch: int,
+           learn: bool) -> Traced | None:
+    """The traced figures for this run, learning the structure first (subprocess) if allowed; None when
+    the config cannot be traced (the caller falls back to the closed form and a wider band)."""
+    from runners import structure
+
+    if not arch.config or task not in TRACE_TASKS:
+        return None
+    attn_key = "eager" if attn == "eager" else "sdpa"
+    a = structure.anchor(seq, arch.config)
+    main = structure.key(task, mode, attn_key, gc, a)
+    known = structure.load(arch.config)
+    route = "cached"
+    if main not in known["fits"]:  # the same setting at another sequence window: extrapolate, do not trace
+        prefix = main.rsplit("/", 1)[0] + "/"
+        near = sorted((abs(int(k.rsplit("/", 1)[1]) - a), k) for k in known["fits"] if k.startswith(prefix))
+        if near:
+            main, route = near[0][1], f"cached, window {near[0][1].rsplit('/', 1)[1]}"
+    if main not in known["fits"]:
+        tag = structure.config_hash(arch.config)
+        if not (learn and structure.tracing_allowed()) or tag in _LEARNED:
+            return None  # one trace per config and process: a lever's other setting uses the closed form
+        _LEARNED.add(tag)
+        siblings = [main, structure.key(task, mode, attn_key, not gc, a)]
+        siblings += [structure.key(task, m, attn_key, gc, a) for m in ("mixed", "half") if mode == "fp32"]
+        siblings += [structure.key(task, mode, "sdpa", gc, a)] if attn_key == "eager" else []
+        try:
+            spent = structure.learn(arch.config, siblings)
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError):  # a config torch cannot build
+            return None
+        known = structure.load(arch.config)
+        route = f"learned in {spent:.0f} s"
+        if main not in known["fits"]:
+            return None
+    fit = known["fits"][main]
+    depth = next((int(arch.config[k]) for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+                  if arch.config.get(k) is not None), arch.layers)
+    total = max(arch.params.values()) if arch.params else 0
+    kcap = 2.0 * total if mode == "mixed" else 4.0 * max(arch.largest_layer, arch.vocab * arch.hidden)
+
+    def q(f: dict, name: str, layers: int, b: int, s: int) -> float:
+        return structure.q(f, name, layers, b, s, None if name in ("grads_at_peak", "end_backward") else kcap)
+
+    return Traced(saved=q(fit, "saved", depth, batch, seq), forward_peak=q(fit, "forward_peak", depth, batch, seq),
+                  backward_peak=q(fit, "backward_peak_no_grads", depth, batch, seq),
+                  grads_at_peak=q(fit, "grads_at_peak", depth, batch, seq),
+                  end_backward=q(fit, "end_backward", depth, batch, seq),
+                  eval_peak=q(fit, "eval_peak", depth, eval_batch, seq),
+                  largest_block=max(q(fit, "largest_block", depth, batch, seq),
+                                    q(fit, "eval_largest_block", depth, eval_batch, seq)), route=route)
+
+
+def largest_block(arch: Arch, p: Precision, batch: int, seq: int, eval_batch: int, attn: str, task: str) -> float:
+    """The closed form's largest single tensor: float32 logits, eager attention scores or the MLP's output."""
+    lm = arch.vocab * 4 if task in ("causal-lm", "seq2seq") else 0
+    scores = arch.heads * seq * 4 if attn == "eager" else 0
+    per_token = max(lm, scores, arch.intermediate * p.matmul * max(arch.experts_per_token, 1))
+    return float(max(batch, eval_batch) * seq * per_token)

@@ -105,6 +105,7 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
             self.stop_reason: str | None = None
             self._last = (time.time(), 0, 0)  # time, step, tokens at the previous log
             self._last_eval: dict[str, float] = {}
+            self._saved: dict[str, int] = {}  # checkpoint path -> step, as recorded (rank 0)
 
         def emit(self, type_: str, **payload: Any) -> None:
             if self.rank.is_main:
@@ -117,7 +118,8 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
             self._last = (time.time(), state.global_step, getattr(state, "num_input_tokens_seen", 0) or 0)
             self.emit(ev.START, world_size=args.world_size, ranks=list(range(args.world_size)), devices=devices,
                       total_steps=state.max_steps, num_epochs=args.num_train_epochs, num_train_samples=num_train_samples,
-                      spec_hash=spec_hash, runner=runner, task=task, pid=os.getpid(), resumed_step=state.global_step,
+                      spec_hash=spec_hash, runner=runner, task=task, pid=os.getpid(), pgid=os.getpgid(0),
+                      resumed_step=state.global_step,
                       train_batch_size=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -168,7 +170,19 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
             key = metric if (metric or "").startswith("eval_") else f"eval_{metric}" if metric else None
             is_best = bool(metric) and getattr(state, "best_global_step", None) == state.global_step
             value = state.best_metric if is_best else self._last_eval.get(key or "")
+            if self.rank.is_main:
+                self._report_removed()  # first, so the newest checkpoint record stays the last one
+                self._saved[path] = state.global_step
             self.emit(ev.CHECKPOINT, step=state.global_step, path=path, metric=key, value=value, is_best=is_best)
+
+        def _report_removed(self) -> None:
+            """A ``checkpoint`` record with ``removed: true`` for each saved checkpoint gone from disk
+            (rotated away by save_total_limit, at a save or at the end of training)."""
+            for path, step in list(self._saved.items()):
+                if not os.path.isdir(path):
+                    del self._saved[path]
+                    self.writer.emit(ev.CHECKPOINT, step=step, path=path, metric=None, value=None, is_best=False,
+                                     removed=True, reason="rotated away (save_total_limit)")
 
         def on_step_end(self, args, state, control, **kwargs):
             flags = [0, 0]
@@ -190,6 +204,8 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
             return control
 
         def on_train_end(self, args, state, control, **kwargs):
+            if self.rank.is_main:
+                self._report_removed()  # save_total_limit 1 deletes the last non-best one at the end
             if self.stop_reason:
                 self.emit(ev.STOP, step=state.global_step, reason=self.stop_reason)
 

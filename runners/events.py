@@ -136,6 +136,31 @@ class TailReader:
             yield restore_floats(record)
 
 
+def iter_chunks(path: str | Path, chunk_bytes: int = 4 * 1024 * 1024) -> Iterator[list[dict[str, Any]]]:
+    """The whole events file, as lists of records read ``chunk_bytes`` at a time (bounded memory)."""
+    reader = TailReader(Path(path), max_bytes_per_poll=chunk_bytes)
+    while True:
+        before = reader.offset
+        records = reader.poll()
+        if records:
+            yield records
+        elif reader.offset == before:
+            return  # end of file (or a last line still being written)
+
+
 def read_all(path: str | Path) -> list[dict[str, Any]]:
-    """Every whole, valid record of an events file (a convenience for tests and --once)."""
-    return TailReader(Path(path)).poll()
+    """Every whole, valid record of an events file, however long (one poll reads at most 4 MiB)."""
+    return [r for chunk in iter_chunks(path) for r in chunk]
+
+
+def final_record(path: str | Path) -> dict[str, Any] | None:
+    """The run's last finish/stop/crash record, reading the whole file in bounded chunks."""
+    last = None
+    for chunk in iter_chunks(path):
+        for r in chunk:
+            if r.get("type") in (FINISH, STOP, CRASH):
+                if r.get("type") == FINISH and last is not None and last.get("type") == STOP:
+                    last = {**r, "stopped": True}  # a stop, then the runner's finish summary
+                else:
+                    last = r
+    return last

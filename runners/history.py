@@ -181,7 +181,16 @@ class RunHistory:
             self.series_for(key).add(entry["step"], value)
 
     def _on_checkpoint(self, r: dict[str, Any]) -> None:
+        if r.get("removed"):  # rotated away (save_total_limit): kept in the list, marked removed
+            known = [c for c in self.checkpoints if c.get("path") == r.get("path")]
+            for c in known:
+                c["removed"] = True
+            if not known:
+                self.checkpoints.append({"step": r.get("step"), "path": r.get("path"), "metric": None, "value": None,
+                                         "is_best": False, "removed": True})
+            return
         entry = {k: r.get(k) for k in ("step", "path", "metric", "value", "is_best")}
+        entry["removed"] = False
         self.checkpoints = [c for c in self.checkpoints if c.get("path") != entry["path"]] + [entry]
         if entry.get("is_best"):
             self.best = {"step": entry["step"], "metric": entry["metric"], "value": entry["value"],

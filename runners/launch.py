@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from runners import rundir
+from runners import loopback, rundir
 from runners import spec as specmod
 from runners.errors import UserError
 from runners.spec import RunSpec
@@ -78,18 +78,21 @@ def deepspeed_config(strategy: str, mixed: str | None) -> dict:
 
 
 def accelerate_config(spec: RunSpec) -> str:
+    """``accelerate.yaml`` for one machine, dumped by the YAML library (never assembled by hand)."""
+    import yaml
+
     n = spec.hardware.num_processes
-    lines = ["compute_environment: LOCAL_MACHINE", f"num_processes: {n}", "num_machines: 1", "machine_rank: 0",
-             "main_training_function: main", "mixed_precision: 'no'", "same_network: true"]
+    config: dict = {"compute_environment": "LOCAL_MACHINE", "num_processes": n, "num_machines": 1, "machine_rank": 0,
+                    "main_training_function": "main", "mixed_precision": "no", "same_network": True}
     if spec.hardware.strategy in FSDP:
         sharding = "FULL_SHARD" if spec.hardware.strategy == "fsdp" else "SHARD_GRAD_OP"
-        lines += ["distributed_type: FSDP", "fsdp_config:", f"  fsdp_sharding_strategy: {sharding}",
-                  "  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP", "  fsdp_state_dict_type: SHARDED_STATE_DICT",
-                  "  fsdp_use_orig_params: true"]
+        config["distributed_type"] = "FSDP"
+        config["fsdp_config"] = {"fsdp_sharding_strategy": sharding, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                 "fsdp_state_dict_type": "SHARDED_STATE_DICT", "fsdp_use_orig_params": True}
     else:
         # on CPU, MULTI_CPU/--cpu silently starts one process; MULTI_GPU starts N with gloo (shared/NOTES.md)
-        lines.append("distributed_type: MULTI_GPU" if n > 1 else "distributed_type: 'NO'")
-    return "\n".join(lines) + "\n"
+        config["distributed_type"] = "MULTI_GPU" if n > 1 else "NO"
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def build_command(spec: RunSpec, run_dir: Path, port: int | None = None) -> list[str]:
@@ -103,18 +106,24 @@ def build_command(spec: RunSpec, run_dir: Path, port: int | None = None) -> list
         return [sys.executable, *entry]
     port = port or free_port()
     if launcher == "torchrun":
-        return [_bin("torchrun"), f"--nproc_per_node={n}", "--master_addr=127.0.0.1", f"--master_port={port}", *entry]
+        # a one-machine rendezvous with no listener beyond loopback (runners/loopback.py)
+        return [_bin("torchrun"), "--nnodes=1", f"--nproc_per_node={n}", *loopback.torchrun_rendezvous(), *entry]
     if launcher == "accelerate":
         return [_bin("accelerate"), "launch", "--config_file", str(run_dir / "accelerate.yaml"),
-                "--main_process_port", str(port), *entry]
+                # port 0: accelerate picks a free one, never falling back to its all-interfaces "standalone" store
+                "--main_process_port", "0", "--rdzv_backend", "c10d", "--rdzv_conf", "store_type=file", *entry]
     if launcher == "deepspeed":
-        return [_bin("deepspeed"), f"--num_gpus={n}", f"--master_port={port}", "--module", "runners.train",
+        return [_bin("deepspeed"), f"--num_gpus={n}", f"--master_addr={loopback.LOOPBACK}", f"--master_port={port}",
+                "--module", "runners.train",
                 "--run-dir", str(run_dir)]
     raise UserError(f"Unknown launcher '{launcher}'.")
 
 
-def launch_script(command: list[str], run_dir: Path) -> str:
+def launch_script(command: list[str], run_dir: Path, extra_env: dict[str, str] | None = None) -> str:
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.update(extra_env or {})
+    # expandable segments: less fragmentation, so the plan's peak is what the job needs (unless the user chose)
+    env["PYTORCH_CUDA_ALLOC_CONF"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or "expandable_segments:True"
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -135,7 +144,7 @@ def apply_overrides(spec: RunSpec, strategy: str | None, num_processes: int | No
 
 def preflight(spec: RunSpec) -> None:
     """Every check that needs no run dir: model, data, cadence (the real TrainingArguments), launcher."""
-    from runners import data, models, plan
+    from runners import data, plan
 
     if not spec.model.name_or_path:
         raise UserError("The spec has no model.name_or_path: give a hub id or a local model directory.")
@@ -143,9 +152,14 @@ def preflight(spec: RunSpec) -> None:
         raise UserError(f"The simpletransformers runner trains in one process (it spreads over GPUs itself with n_gpu), "
                         f"but hardware.num_processes is {spec.hardware.num_processes}. Set it to 1, or use the "
                         "hf_trainer runner for multi-process training.")
-    if Path(spec.model.name_or_path).is_dir():
-        models.resolve(spec.model.name_or_path)
-    data.preflight(spec)
+    from runners import preflight as checks  # hardware, weights, positions, tokenizer (runners/preflight.py)
+
+    checks.check_hardware(spec)
+    resolved = checks.check_model(spec)
+    checks.check_sequence(spec, resolved)
+    roles = data.preflight(spec)
+    checks.check_tokenizer(spec, resolved, [str(t) for t in data.load_table(
+        spec.dataset.train, spec.dataset.hub_config, nrows=20)[roles.get("text") or next(iter(roles.values()))].tolist()])
     cad = plan.make_plan(spec, gpu_memory_gib=80, validate=True).cadence
     if cad is not None and cad.validated is False:
         raise UserError(f"transformers refuses the training arguments: {cad.validation_error}")
@@ -155,7 +169,11 @@ def preflight(spec: RunSpec) -> None:
 
 def create_run(spec: RunSpec, runs_dir: Path, resumed_from: str | None = None) -> Path:
     """Write a complete run dir (spec, configs, launch.sh, status pending). Nothing is started."""
-    run_dir = rundir.create_run_dir(runs_dir, spec.name)
+    try:
+        run_dir = rundir.create_run_dir(runs_dir, spec.name)
+    except OSError as exc:
+        raise UserError(f"Cannot create a run in the runs dir '{runs_dir}' ({exc.strerror or exc}). Choose a writable "
+                        "runs dir with --runs-dir or $FTUI_RUNS_DIR, or make this one writable (or free space).") from exc
     try:
         specmod.save(spec, run_dir / rundir.SPEC_FILE)
         if spec.hardware.strategy in DEEPSPEED:
@@ -165,22 +183,32 @@ def create_run(spec: RunSpec, runs_dir: Path, resumed_from: str | None = None) -
             (run_dir / "accelerate.yaml").write_text(accelerate_config(spec))
         command = build_command(spec, run_dir)
         script = run_dir / "launch.sh"
-        script.write_text(launch_script(command, run_dir))
+        script.write_text(launch_script(command, run_dir, loopback.launcher_env(choose_launcher(spec))))
         script.chmod(0o755)
         (run_dir / rundir.CONTROL_DIR).mkdir()
+        from runners.plan import write_run_plan
+
+        write_run_plan(spec, run_dir)  # plan.json: what the monitor compares the run against
         rundir.update_status(run_dir, state="pending", run_id=run_dir.name, command=command, spec_hash=spec.spec_hash(),
                              runner=spec.runner, strategy=spec.hardware.strategy, launcher=choose_launcher(spec),
                              num_processes=spec.hardware.num_processes, created_at=time.time(), resumed_from=resumed_from)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(run_dir, ignore_errors=True)  # never leave a half-written run dir behind
+        if isinstance(exc, OSError):
+            raise UserError(f"Cannot write the run dir in '{runs_dir}' ({exc.strerror or exc}): nothing was left "
+                            "behind. Free space there, or choose another runs dir with --runs-dir or $FTUI_RUNS_DIR.") from exc
         raise
     return run_dir
 
 
-def start(run_dir: Path) -> int:
-    """Start the supervisor in a new session (detached from this terminal); returns its pid."""
+def start(run_dir: Path, secrets: dict[str, str] | None = None) -> int:
+    """Start the supervisor in a new session (detached from this terminal); returns its pid.
+
+    ``secrets`` (runners.redaction.secrets_env) go into the supervisor's environment only, never into
+    launch.sh: the ranks inherit them and fill the redacted slots of spec.yaml back."""
     log = open(run_dir / rundir.LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ.get("PYTHONPATH", "") if os.environ.get("PYTHONPATH") else "")}
+    env = {**{k: v for k, v in os.environ.items() if k != specmod.redaction.SECRETS_ENV}, **(secrets or {}),
+           "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ.get("PYTHONPATH", "") if os.environ.get("PYTHONPATH") else "")}
     proc = subprocess.Popen([sys.executable, "-m", "runners.supervise", str(run_dir)], stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, env=env, cwd=run_dir)
     log.close()
@@ -195,8 +223,11 @@ def start(run_dir: Path) -> int:
 def launch(spec: RunSpec, runs_dir: Path, resumed_from: str | None = None) -> Path:
     import contextlib
 
+    from runners.preflight import check_runs_dir
+
+    check_runs_dir(runs_dir)
     with contextlib.redirect_stdout(sys.stderr):  # library import chatter must not mix with our stdout
         preflight(spec)
     run_dir = create_run(spec, runs_dir, resumed_from)
-    start(run_dir)
+    start(run_dir, specmod.redaction.secrets_env(spec.to_dict(), str(run_dir)))
     return run_dir

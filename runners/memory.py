@@ -9,7 +9,11 @@ context, library workspaces and the caching allocator's slack.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 
 from runners import activations
 from runners.models import DTYPE_BYTES, Arch, lora_params, linear_weight_params, params_for_task
@@ -20,7 +24,8 @@ PHASES = ("forward", "backward", "optimizer step", "eval")
 SHARDED = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload", "fsdp", "fsdp_shard_grad_op")
 DEEPSPEED = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 MULTI = ("ddp",) + SHARDED
-ALLOCATOR_SLACK = 0.08  # caching-allocator reserve and fragmentation over the peak, measured on the fms rows
+ALLOCATOR_SLACK = 0.02  # the caching allocator's rounding and small-block reserve over the peak
+BANDS = Path(__file__).resolve().parent.parent / "assets" / "memory_bands.json"  # written by bench/memory_accuracy.py
 DEFAULT_CONTEXT_MIB = 1000.0  # CUDA context, cuBLAS/cuDNN workspaces, kernels loaded by torch
 NCCL_MIB = 600.0  # communicator buffers per GPU when more than one process trains
 HOST_BASELINE = 3 * GIB  # a training process's own RAM: python, torch, tokenizer, data loader
@@ -48,6 +53,11 @@ class MemoryInput:
     # torch < 2.0's zero_grad() zeroed gradients instead of freeing them, so they were resident
     # through forward and backward; only the 2022 calibration table needs this
     persistent_grads: bool = False
+    # "auto": the model's traced structure (learned once per config in a subprocess if not cached),
+    # "cached": only if already known, "off": the closed form alone
+    structure: str = "auto"
+    expandable_segments: bool = field(default_factory=lambda: "expandable_segments:true" in
+                                      os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "").lower().replace(" ", ""))
 
 
 @dataclass
@@ -61,6 +71,12 @@ class Estimate:
     trainable_params: int
     total_params: int
     notes: list[str] = field(default_factory=list)
+    route: str = "closed form"  # how activations were counted: "traced (cached)", "traced (learned ...)", "closed form"
+    largest_block: float = 0.0  # the largest single allocation of the step (logits, attention scores)
+    reserve: float = 0.0  # what the allocator holds beyond the peak: fragmentation can cost a largest block
+    peak_low: float = 0.0  # the band the accuracy benchmark measured for this route
+    peak_high: float = 0.0
+    device_used_high: float = 0.0
 
     @property
     def components(self) -> dict[str, float]:
@@ -69,6 +85,31 @@ class Estimate:
     @property
     def fits(self) -> bool:
         return self.device_used <= self.capacity
+
+    @property
+    def fits_surely(self) -> bool:
+        """Fits even at the top of the measured error band, with the allocator's worst fragmentation."""
+        return self.device_used_high <= self.capacity
+
+    def bands(self) -> dict[str, dict[str, float]]:
+        ctx = self.device_used - self.peak_allocated - self.reserve
+        return {"peak_allocated_bytes": {"value": self.peak_allocated, "low": self.peak_low, "high": self.peak_high},
+                "device_used_bytes": {"value": self.device_used, "low": self.peak_low + ctx,
+                                      "high": self.device_used_high}}
+
+
+@lru_cache(maxsize=1)
+def _bands() -> dict[str, list[float]]:
+    """Signed relative errors (estimate - measured) / measured, min and max, per route, from the benchmark."""
+    try:
+        return json.loads(BANDS.read_text())["peak_error"]
+    except (OSError, ValueError, KeyError):
+        return {"traced": [-0.15, 0.15], "closed form": [-0.45, 0.45]}
+
+
+def band(peak: float, route: str) -> tuple[float, float]:
+    lo_err, hi_err = _bands().get("traced" if route.startswith("traced") else "closed form", [-0.45, 0.45])
+    return peak / (1 + max(hi_err, 0.0)), peak / (1 + min(lo_err, 0.0))
 
 
 def _precision(inp: MemoryInput) -> activations.Precision:
@@ -151,27 +192,64 @@ def estimate(inp: MemoryInput) -> Estimate:
     if inp.persistent_grads:
         first_grads = grads
     base = {"weights": weights, "optimizer states": states + master, "gathered parameters": gathered}
-    phases = {
-        "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "autocast weight copies": autocast_copies, "activations": act.saved, "logits and loss": act.loss_forward},
-        "backward": {**base, "autocast weight copies": autocast_copies, "activations": act.saved,
-                     "logits and loss": act.loss_saved, "backward buffers": act.backward_extra,
-                     "gradients": first_grads, "communication buckets": buckets},
-        "optimizer step": {**base, "gradients": grads, "optimizer step temporaries": step_temp,
-                           "communication buckets": buckets if inp.strategy == "ddp" else 0.0},
-        "eval": {**base, "eval activations and logits": act.eval_transient},
-    }
+    tr = None
+    if inp.structure != "off" and inp.strategy != "cpu":
+        tr = activations.traced(arch, inp.task, activations.trace_mode(inp.dtype, inp.mixed, inp.strategy in DEEPSPEED,
+                                                                        inp.load_in_4bit),
+                                inp.attn, inp.gradient_checkpointing, inp.batch, inp.seq, inp.eval_batch,
+                                learn=inp.structure == "auto")
+    if tr is not None:
+        route = f"traced ({tr.route})"
+        if tr.route != "cached":
+            notes.append(f"activations counted from the model itself on the meta device ({tr.route}, cached)")
+        unsharded = inp.strategy in ("single", "ddp") and not lora
+        if lora:
+            back_grads, back_extra = lora * 4.0, tr.backward_peak - tr.saved
+        elif unsharded and tr.end_backward > tr.backward_peak + max(tr.grads_at_peak, first_grads):
+            back_grads, back_extra = grads, max(0.0, tr.end_backward - grads - tr.saved)
+        else:
+            back_grads, back_extra = (grads if inp.persistent_grads else first_grads), tr.backward_peak - tr.saved
+        phases = {
+            "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "activations": tr.saved,
+                        "logits and loss": tr.forward_peak - tr.saved},
+            "backward": {**base, "activations": tr.saved, "backward buffers": max(0.0, back_extra),
+                         "gradients": back_grads, "communication buckets": buckets},
+            "optimizer step": {**base, "gradients": grads, "optimizer step temporaries": step_temp,
+                               "communication buckets": buckets if inp.strategy == "ddp" else 0.0},
+            "eval": {**base, "eval activations and logits": tr.eval_peak},
+        }
+        largest = tr.largest_block
+    else:
+        route = "closed form"
+        phases = {
+            "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "autocast weight copies": autocast_copies, "activations": act.saved, "logits and loss": act.loss_forward},
+            "backward": {**base, "autocast weight copies": autocast_copies, "activations": act.saved,
+                         "logits and loss": act.loss_saved, "backward buffers": act.backward_extra,
+                         "gradients": first_grads, "communication buckets": buckets},
+            "optimizer step": {**base, "gradients": grads, "optimizer step temporaries": step_temp,
+                               "communication buckets": buckets if inp.strategy == "ddp" else 0.0},
+            "eval": {**base, "eval activations and logits": act.eval_transient},
+        }
+        largest = activations.largest_block(arch, prec, inp.batch, inp.seq, inp.eval_batch, inp.attn, inp.task)
     peak_phase = max(phases, key=lambda k: sum(phases[k].values()))
     peak = sum(phases[peak_phase].values())
     context = (inp.cuda_context_mib if inp.cuda_context_mib is not None else
                DEFAULT_CONTEXT_MIB + (NCCL_MIB if inp.strategy in MULTI and inp.num_gpus > 1 else 0)) * MIB
+    # Without expandable segments, a block freed by one size cannot always serve a larger one: at worst a
+    # whole largest block sits reserved but unusable (measured reserve over peak on the H100 rows: 0.2-1.2x it).
+    reserve = peak * ALLOCATOR_SLACK + (0.0 if inp.expandable_segments else largest)
+    low, high = band(peak, route)
     if inp.strategy == "cpu":
         device_used = peak * (1 + ALLOCATOR_SLACK) + HOST_BASELINE
         host += device_used * inp.num_gpus
+        reserve, context = peak * ALLOCATOR_SLACK, HOST_BASELINE
     else:
-        device_used = peak * (1 + ALLOCATOR_SLACK) + context
+        device_used = peak + reserve + context
         host += HOST_BASELINE * inp.num_gpus
     return Estimate(phases=phases, phase=peak_phase, peak_allocated=peak, device_used=device_used, host_ram=host,
-                    capacity=inp.capacity_bytes, trainable_params=trainable, total_params=total, notes=notes)
+                    capacity=inp.capacity_bytes, trainable_params=trainable, total_params=total, notes=notes,
+                    route=route, largest_block=largest, reserve=reserve, peak_low=low, peak_high=high,
+                    device_used_high=high * (1 + ALLOCATOR_SLACK) + (reserve - peak * ALLOCATOR_SLACK) + context)
 
 
 def _layer_params(arch: Arch) -> int:
@@ -190,6 +268,12 @@ def _optimizer(inp: MemoryInput, arch: Arch, trainable: int, t_bytes: int, lora:
     if optim == "adafactor":
         if lora:
             return 4.0 * lora / 8, 0.0
+        fact = _facts(arch, inp.task)
+        if fact is not None:  # the model's own parameter shapes: factored rows + columns for >= 2-D, full for 1-D
+            # the step upcasts a half parameter and its gradient, then builds the update and the factored
+            # estimate at full size: 8 B per element of the largest parameter, 16 B when it is half precision
+            temp = fact["largest_param"] * (8.0 + (8.0 if t_bytes == 2 else 0.0))
+            return float((fact["adafactor_factored"] + fact["adafactor_vectors"]) * t_bytes), temp
         factored = sum(4 * (fi + fo) * c for fi, fo, c in arch.linear_shapes.values())
         vectors = 4 * max(0, trainable - linear_weight_params(arch) - arch.vocab * arch.hidden)
         biggest = max([fi * fo for fi, fo, _ in arch.linear_shapes.values()] + [arch.vocab * arch.hidden])
@@ -199,18 +283,49 @@ def _optimizer(inp: MemoryInput, arch: Arch, trainable: int, t_bytes: int, lora:
     raise ValueError(optim)
 
 
+def _facts(arch: Arch, task: str) -> dict | None:
+    from runners import structure
+
+    if not arch.config:
+        return None
+    known = structure.load(arch.config)["facts"]
+    return known.get(task) or known.get("causal-lm") or next(iter(known.values()), None)
+
+
 def max_batch_that_fits(inp: MemoryInput, limit: int = 4096) -> int:
-    """The largest per-device batch size whose device_used fits the capacity (0 if not even 1)."""
-    if not estimate(replace(inp, batch=1)).fits:
+    """The largest per-device batch size that fits surely (0 if not even 1): at the top of the benchmark's
+    error band, with the allocator's worst fragmentation (a largest block) on top, eval phase included."""
+    if not estimate(replace(inp, batch=1)).fits_surely:
         return 0
     lo, hi = 1, 2
-    while hi <= limit and estimate(replace(inp, batch=hi)).fits:
+    while hi <= limit and estimate(replace(inp, batch=hi)).fits_surely:
         lo, hi = hi, hi * 2
     hi = min(hi, limit + 1)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if estimate(replace(inp, batch=mid)).fits:
+        if estimate(replace(inp, batch=mid)).fits_surely:
             lo = mid
         else:
             hi = mid
     return lo
+
+
+def confidence(inp: MemoryInput, est: Estimate, max_batch: int) -> dict:
+    """How sure each memory figure is: a band per figure, from the accuracy benchmark's measured errors
+    (assets/memory_bands.json), and the route the activations took."""
+    out: dict = {"route": est.route, "source": "bench/memory_accuracy.py (assets/memory_bands.json)"}
+    for name, b in est.bands().items():
+        out[name] = {k: int(v) for k, v in b.items()}
+    nominal = max_batch
+    if max_batch and inp.strategy != "cpu":  # at the band's centre: where the estimate itself stops fitting
+        lo, hi = max_batch, 2 * max_batch + 1
+        while estimate(replace(inp, batch=hi)).fits and hi < 4096:
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if estimate(replace(inp, batch=mid)).fits else (lo, mid)
+        nominal = lo
+    out["max_per_device_train_batch_size"] = {"value": max_batch, "low": max_batch, "high": nominal,
+                                              "note": "value fits at the top of the error band with the allocator's "
+                                                      "worst fragmentation; high is where the central estimate stops fitting"}
+    return out

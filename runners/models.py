@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +46,7 @@ class Arch:
     largest_layer: int = 0  # parameters of the largest single layer (ZeRO-3 gathers it whole)
     linear_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # name -> (in, out, count)
     config_dtype: str | None = None
+    config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the raw config, for tracing
 
 
 @dataclass
@@ -175,6 +177,7 @@ def arch_from_config(cfg: dict[str, Any]) -> Arch:
         experts_per_token=int(_get(cfg, "num_experts_per_tok", default=1) or 1),
         decoder_layers=int(_get(cfg, "num_decoder_layers", default=layers)) if cfg.get("is_encoder_decoder") else 0,
         config_dtype=_get(cfg, "dtype", "torch_dtype"),
+        config=dict(cfg),
     )
     count_params(arch, cfg)
     return arch
@@ -240,8 +243,26 @@ def count_params(arch: Arch, cfg: dict[str, Any], num_labels: int = 2) -> None:
             arch.linear_shapes.update({"w1": (h, i, n_mlp), "w3": (h, i, n_mlp), "w2": (i, h, n_mlp)})
     else:
         arch.params = meta_param_counts(cfg)
+        arch.linear_shapes = _learned_linears(cfg)
     per_layer = (arch.params.get("base", 0) - v * h) // max(L + arch.decoder_layers, 1)
     arch.largest_layer = max(per_layer, v * h)
+
+
+def _learned_linears(cfg: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    """For families without a closed form: the linear layers the trace learned from the model, if cached,
+    by their short names (the names PEFT's target_modules match)."""
+    from runners import structure
+
+    facts = structure.load(cfg)["facts"]
+    fact = facts.get("causal-lm") or next(iter(facts.values()), None)
+    out: dict[str, tuple[int, int, int]] = {}
+    for name, (fi, fo, count) in (fact or {}).get("linear", {}).items():
+        short = name.split(".")[-1]
+        if short in out and out[short][:2] != (fi, fo):
+            short = ".".join(name.split(".")[-2:])
+        prev = out.get(short, (fi, fo, 0))
+        out[short] = (fi, fo, prev[2] + count)
+    return out
 
 
 def meta_param_counts(cfg: dict[str, Any]) -> dict[str, int]:
@@ -274,19 +295,47 @@ def params_for_task(arch: Arch, task: str) -> int:
     return max(arch.params.values())
 
 
-def lora_params(arch: Arch, r: int, target_modules: list[str]) -> int:
-    """Trainable LoRA parameters: r * (in + out) per targeted linear layer."""
+def linear_layers(arch: Arch, task: str = "causal-lm") -> dict[str, tuple[int, int, int]]:
+    """Linear layers by name -> (in, out, count): the model's own modules (learned on the meta device and
+    cached, see runners.structure) when known, else the closed form's table for the bundled families."""
+    from runners import structure
+
+    if arch.config:
+        known = structure.load(arch.config)["facts"]
+        fact = known.get(task) or next(iter(known.values()), None)
+        if fact is None and (not arch.linear_shapes) and structure.tracing_allowed():
+            try:
+                structure.learn(arch.config, [f"{task if task in TRACE_TASKS else 'base'}/facts"])
+                fact = next(iter(structure.load(arch.config)["facts"].values()), None)
+            except (RuntimeError, OSError, subprocess.SubprocessError):
+                fact = None
+        if fact is not None:
+            return {k: tuple(v) for k, v in fact["linear"].items()}
+    return dict(arch.linear_shapes)
+
+
+TRACE_TASKS = ("causal-lm", "seq-cls", "seq2seq", "token-cls")
+
+
+def _matches(target: str, name: str) -> bool:
+    return name == target or name.endswith("." + target) or name.split(".")[-1] == target
+
+
+def lora_params(arch: Arch, r: int, target_modules: list[str], task: str = "causal-lm") -> int:
+    """Trainable LoRA parameters: r * (in + out) per targeted linear layer (names as PEFT matches them)."""
+    shapes = linear_layers(arch, task) or dict(arch.linear_shapes)
     if target_modules in (["all-linear"], ["all"]):
-        targets = list(arch.linear_shapes)
+        targets = [k for k in shapes if not k.endswith("lm_head")]
     else:
         targets = target_modules
-    unknown = [t for t in targets if not any(t == k or k.endswith(t) for k in arch.linear_shapes)]
+    unknown = [t for t in targets if not any(_matches(t, k) for k in shapes)]
     if unknown:
+        names = sorted({k.split(".")[-1] for k in shapes})
         raise UserError(f"--lora_target_modules names {', '.join(unknown)}, which {arch.family} models do not have. "
-                        f"Choose from: {', '.join(arch.linear_shapes)} (or all-linear).")
+                        f"Choose from: {', '.join(names) or '(none found)'} (or all-linear).")
     total = 0
-    for name, (fan_in, fan_out, count) in arch.linear_shapes.items():
-        if any(t == name or name.endswith(t) for t in targets):
+    for name, (fan_in, fan_out, count) in shapes.items():
+        if any(_matches(t, name) for t in targets):
             total += r * (fan_in + fan_out) * count
     return total
 

@@ -6,12 +6,14 @@ transformers, about a second) runs only when asked (`--validate`, and always bef
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runners import cadence as cadence_mod
-from runners import memory, models, strategy
+from runners import memory, models, strategy, timing
 from runners.errors import UserError
 from runners.memory import GIB, MemoryInput
 from runners.spec import RunSpec
@@ -37,11 +39,43 @@ class Plan:
     gpu_source: str
     warnings: list[str] = field(default_factory=list)
     loss: dict[str, str] | None = None  # sentence-transformers: the loss chosen from the data, and why
+    host_capacity: float | None = None  # the machine's RAM (bytes) that the host side must fit in
+    host_source: str = "psutil"
+    host_needed: float = 0.0
+    excluded_levers: list[strategy.Lever] = field(default_factory=list)  # fit the GPU, not the host RAM
+    gpu: timing.GPU | None = None
+    gpu_name_source: str = ""
+    time_inputs: dict[str, Any] = field(default_factory=dict)
+    time: dict[str, Any] | None = None
+    time_note: str | None = None
+    probe: dict[str, Any] | None = None
+
+    @property
+    def fits_host(self) -> bool:
+        return strategy.host_fits(self.host_needed, self.host_capacity)
+
+    @property
+    def fits_device(self) -> bool:
+        memory_probe = (self.probe or {}).get("memory") or {}
+        return bool(memory_probe["fits"]) if memory_probe.get("applies") else self.estimate.fits
+
+    @property
+    def fits(self) -> bool:
+        return self.fits_device and self.fits_host
+
+    def compute_time(self, measured_step_s: float | None = None) -> None:
+        """The ``time`` object from the estimate, or from a measured step time (a probe)."""
+        if self.gpu is None:
+            self.time = timing.measured_only(self.inputs, measured_step_s, **self.time_inputs) if measured_step_s else None
+            return
+        self.time = timing.summary(self.inputs, self.gpu, self.estimate.trainable_params,
+                                   measured_step_s=measured_step_s, gpu_source=self.gpu_name_source, **self.time_inputs)
 
     def to_json(self) -> dict[str, Any]:
         est = self.estimate
         recs = list(self.advice) + [f"{lv.name}: {lv.description} -> {lv.device_used / GIB:.1f} GiB per GPU"
                                     + (" (fits)" if lv.fits else "") for lv in self.levers[:5]]
+        memory_probe = (self.probe or {}).get("memory") or {}
         return {
             "model": {"name": self.model.name, "source": self.model.source, "family": self.model.arch.family,
                       "params": est.total_params, "trainable_params": est.trainable_params},
@@ -49,19 +83,28 @@ class Plan:
             "num_gpus": self.inputs.num_gpus, "device": "cpu" if self.inputs.strategy == "cpu" else "cuda",
             "gpu_memory_bytes": int(self.inputs.capacity_bytes), "gpu_memory_source": self.gpu_source,
             "peak_allocated_bytes": int(est.peak_allocated), "device_used_bytes": int(est.device_used),
-            "host_ram_bytes": int(est.host_ram),
+            "host_ram_bytes": int(self.host_needed or est.host_ram),
+            "host_ram_capacity_bytes": int(self.host_capacity) if self.host_capacity else None,
+            "host_ram_source": self.host_source, "fits_device": self.fits_device, "fits_host": self.fits_host,
             "components": {k: int(v) for k, v in est.components.items()},
             "phase": est.phase,
             "phases": {name: {"total_bytes": int(sum(parts.values())), "components": {k: int(v) for k, v in parts.items() if v > 0}}
                        for name, parts in est.phases.items()},
-            "fits": est.fits,
+            "fits": self.fits,
             "recommendations": recs,
             "advice": self.advice,
             "levers": [lv.to_json() for lv in self.levers],
-            "max_per_device_train_batch_size": self.max_batch,
+            "max_per_device_train_batch_size": memory_probe["max_per_device_train_batch_size"]
+            if memory_probe.get("applies") else self.max_batch,
+            "estimated_max_per_device_train_batch_size": self.max_batch,
+            "levers_excluded_for_host_ram": [{"name": lv.name, "host_ram_bytes": int(lv.host_ram)}
+                                             for lv in self.excluded_levers],
+            "time": self.time, "time_note": self.time_note,
+            "probe": self.probe,
             "cadence": self.cadence.to_json() if self.cadence else None,
             "num_train_samples": self.num_train_samples, "num_train_samples_source": self.samples_source,
             "notes": est.notes, "warnings": self.warnings, "loss": self.loss,
+            "confidence": memory.confidence(self.inputs, est, self.max_batch),
         }
 
 
@@ -125,8 +168,49 @@ def memory_input(spec: RunSpec, model: models.ResolvedModel, capacity: float) ->
         capacity_bytes=int(capacity * GIB))
 
 
+def host_memory(host_memory_gib: float | None) -> tuple[float, str]:
+    """(bytes, source) of the RAM the host side must fit: the flag, else this machine's total."""
+    if host_memory_gib is not None:
+        if host_memory_gib <= 0:
+            raise UserError(f"--host_memory_gib must be positive, got {host_memory_gib}.")
+        return host_memory_gib * GIB, "flag"
+    import psutil
+
+    return float(psutil.virtual_memory().total), "this machine"
+
+
+def _gpu_for_time(strat: str, gpu_name: str | None) -> tuple[timing.GPU | None, str, str | None]:
+    """(GPU, where its name came from, why there is no time estimate)."""
+    if strat == "cpu":
+        return None, "", "CPU training: no step-time estimate (ftui --plan --probe measures one)"
+    if gpu_name:
+        gpu = timing.find_gpu(gpu_name)
+        if gpu is None:
+            raise UserError(f"--gpu '{gpu_name}' is not a GPU ftui knows. Choose one of: {', '.join(timing.known_names())} "
+                            "(or add it to assets/gpus.json).")
+        return gpu, "flag", None
+    seen = timing.nvml_gpu_name()
+    if seen is None:
+        return None, "", "time needs a GPU model: pass --gpu H100 (or another of assets/gpus.json)"
+    gpu = timing.find_gpu(seen)
+    if gpu is None:
+        return None, "", (f"NVML reports '{seen}', which assets/gpus.json does not list: pass --gpu with the closest of "
+                          f"{', '.join(timing.known_names())}")
+    return gpu, "nvml", None
+
+
+def eval_samples(spec: RunSpec, samples: int, source: str) -> int:
+    if spec.dataset.eval:
+        counted = count_rows(spec.dataset.eval)
+        n = counted if counted is not None else max(1, int(samples * spec.dataset.eval_fraction))
+    else:
+        n = max(1, int(samples * spec.dataset.eval_fraction / max(1 - spec.dataset.eval_fraction, 1e-9)))
+    return min(n, spec.dataset.max_eval_samples) if spec.dataset.max_eval_samples else n
+
+
 def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gib: float | None = None,
-              cuda_context_mib: float | None = None, validate: bool = False) -> Plan:
+              cuda_context_mib: float | None = None, validate: bool = False, gpu_name: str | None = None,
+              gpu_hour_price: float | None = None, host_memory_gib: float | None = None) -> Plan:
     """Everything `ftui --plan` reports for ``spec``; raises UserError on impossible input."""
     model = models.resolve(spec.model.name_or_path)
     warnings: list[str] = []
@@ -152,7 +236,10 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
     if cuda_context_mib is not None:
         inp = MemoryInput(**{**inp.__dict__, "cuda_context_mib": cuda_context_mib})
     est = memory.estimate(inp)
-    lever_list = strategy.levers(inp, est)
+    host_capacity, host_source = host_memory(host_memory_gib)
+    workers = int(spec.training.get("dataloader_num_workers", 0) or 0)
+    excluded: list[strategy.Lever] = []
+    lever_list = strategy.levers(inp, est, host_capacity, workers, excluded)
     accum = int(spec.training.get("gradient_accumulation_steps", 1))
     for lever in lever_list:
         factor = lever.change.pop("gradient_accumulation_steps_multiplier", None)
@@ -171,9 +258,48 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
         error = cadence_mod.validate_with_transformers({**spec.training, **cad.training_arguments},
                                                         runner=spec.runner)
         cad.validated, cad.validation_error = error is None, error
-    return Plan(spec=spec, model=model, inputs=inp, estimate=est, levers=lever_list, advice=strategy.advice(inp, est),
+    advice = strategy.advice(inp, est, host_capacity, workers)
+    host_needed = strategy.host_ram_needed(inp, est, workers)
+    if not strategy.host_fits(host_needed, host_capacity):
+        if not any("host RAM" in line for line in advice):
+            advice.insert(0, f"Does not fit host RAM: needs {host_needed / GIB:.1f} GiB, more than "
+                             f"{strategy.HOST_USABLE:.0%} of this machine's {host_capacity / GIB:.1f} GiB ({host_source}).")
+        excluded_lines: list[strategy.Lever] = []  # every lever inherits the run's own host problem: one line says it
+    else:
+        excluded_lines = excluded
+    for lever in excluded_lines:
+        advice.append(f"Not offered: {lever.name} would need {lever.host_ram / GIB:.1f} GiB of host RAM; this machine has "
+                      f"{host_capacity / GIB:.1f} GiB ({host_source}).")
+    if gpu_hour_price is not None and gpu_hour_price < 0:
+        raise UserError(f"--gpu_hour_price must not be negative, got {gpu_hour_price}.")
+    gpu, name_source, time_note = _gpu_for_time(strat, gpu_name)
+    plan = Plan(spec=spec, model=model, inputs=inp, estimate=est, levers=lever_list, advice=advice,
                 max_batch=memory.max_batch_that_fits(inp), cadence=cad, num_train_samples=samples,
-                samples_source=source, gpu_source=gpu_source, warnings=warnings, loss=sentence_loss(spec))
+                samples_source=source, gpu_source=gpu_source, warnings=warnings, loss=sentence_loss(spec),
+                host_capacity=host_capacity, host_source=host_source, host_needed=host_needed,
+                excluded_levers=excluded, gpu=gpu, gpu_name_source=name_source, time_note=time_note)
+    plan.time_inputs = {"accumulation": accum, "total_steps": cad.total_steps, "evaluations": cad.evaluations,
+                        "eval_samples": eval_samples(spec, samples, source), "price": gpu_hour_price,
+                        "tf32": bool(spec.training.get("tf32"))}
+    plan.compute_time()
+    return plan
+
+
+def apply_probe(plan: Plan, result: dict[str, Any]) -> Plan:
+    """Correct ``plan`` with a probe's measurements: the measured peak and largest batch (GPU only, one
+    unsharded process), and the measured step time in place of the estimate."""
+    plan.probe = result
+    if result.get("status") != "ok":
+        return plan
+    on_gpu = result.get("device") == "cuda"
+    if on_gpu and plan.gpu is None and result.get("gpu_name"):
+        plan.gpu, plan.gpu_name_source = timing.find_gpu(result["gpu_name"]), "probe"
+    if on_gpu or plan.inputs.strategy == "cpu":  # a CPU step time says nothing about a GPU run
+        accum = plan.time_inputs.get("accumulation", 1)
+        plan.compute_time(measured_step_s=result["step_s"] * accum)
+        if plan.time is not None:
+            plan.time_note = None
+    return plan
 
 
 def sentence_loss(spec: RunSpec) -> dict[str, str] | None:
@@ -192,3 +318,25 @@ def sentence_loss(spec: RunSpec) -> dict[str, str] | None:
     label = st_losses.normalise_roles(roles).get("label")
     name, reason = st_losses.choose_loss(roles, override, head[label].tolist() if label else None)
     return {"name": name, "reason": reason}
+
+
+PLAN_FILE = "plan.json"
+
+
+def write_run_plan(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """``plan.json`` in a new run dir: the planned step time, wall time and peak memory the monitor shows
+    against the run's own figures. Best effort: a run the planner cannot estimate has no plan.json."""
+    try:
+        data = make_plan(spec).to_json()
+    except Exception:  # noqa: BLE001 - planning must never stop a launch (preflight already checked the spec)
+        return None
+    t = data.get("time") or {}
+    record = {"created_at": time.time(), "gpu": t.get("gpu"), "time_source": t.get("source"),
+              "step_s": (t.get("step_s") or {}).get("value"), "step_s_band": [(t.get("step_s") or {}).get("low"),
+                                                                             (t.get("step_s") or {}).get("high")],
+              "wall_s": (t.get("wall_s") or {}).get("value"), "tokens_per_s": (t.get("tokens_per_s") or {}).get("value"),
+              "total_steps": (data.get("cadence") or {}).get("total_steps"), "time_note": data.get("time_note"),
+              "peak_allocated_bytes": data["peak_allocated_bytes"], "device_used_bytes": data["device_used_bytes"],
+              "host_ram_bytes": data["host_ram_bytes"], "fits": data["fits"], "strategy": data["strategy"]}
+    (run_dir / PLAN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return record

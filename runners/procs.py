@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from runners.redaction import redact_argv
+
 LAUNCHER_MARKERS = {
     "torchrun": "torchrun", "torch.distributed.run": "torchrun", "torch.distributed.launch": "torchrun",
     "accelerate": "accelerate", "deepspeed": "deepspeed", "runners.supervise": "ftui",
@@ -43,7 +45,9 @@ class Proc:
 
     @property
     def command(self) -> str:
-        return shlex.join(self.cmdline)
+        """The command line for display: secret flag values (``--hub_token hf_...``) are redacted.
+        ``cmdline`` stays as it is, for finding output dirs; never show it directly."""
+        return shlex.join(redact_argv(self.cmdline))
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Job:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        for proc in out["processes"]:  # JSON is displayed too: no secret from a command line in it
+            proc["cmdline"] = redact_argv(proc["cmdline"])
         out["command"] = self.processes[0].command if self.processes else ""
         out["num_workers"] = len(self.workers)
         return out

@@ -54,10 +54,52 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write via a temp file and rename, so readers never see half a file."""
+    """Write via a temp file and rename, so readers never see half a file.
+
+    The temp file never outlives a failed write. When the disk is full (or the temp file cannot be
+    made), the file is rewritten in place instead: overwriting the blocks it already holds needs no
+    new space for a small file like status.json, so a final state still lands on a full disk.
+    A reader may then see half a file for an instant (read_status treats it as missing). Raises
+    OSError only when neither way worked.
+    """
+    text = json.dumps(data, indent=1, default=str)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+        os.replace(tmp, path)
+        return
+    except OSError as exc:
+        first = exc
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    if not path.exists():
+        raise first
+    try:
+        _write_in_place(path, text.encode())
+    except OSError:
+        raise first from None
+
+
+def _write_in_place(path: Path, payload: bytes) -> None:
+    """Overwrite a file's bytes from offset 0, then cut it to length (no temp file, no new inode).
+
+    Only tried when the payload fits in the space the file already holds, so a failure cannot leave
+    the old content half overwritten."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        st = os.fstat(fd)
+        if len(payload) > max(st.st_size, st.st_blocks * 512):
+            raise OSError(28, "No space left on device (and the new content is larger than the old)")
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.ftruncate(fd, len(payload))
+    finally:
+        os.close(fd)
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

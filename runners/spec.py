@@ -3,13 +3,16 @@
 Sections: ``model``, ``dataset``, ``hardware``, ``training`` (exact ``transformers.TrainingArguments``
 field names, so users can paste what they know), ``cadence``, ``tracking`` and ``runner_args``
 (runner-specific extras). Unknown keys anywhere are a :class:`UserError` naming the key and the
-closest valid one. The spec is plain data: loading it never imports torch or transformers; the
-TrainingArguments field list ships in ``assets/training_arguments_fields.json`` (a test keeps it in
-step with the installed transformers).
+closest valid one. Values are typed (``runners.spec_types``): a wrong type is a UserError naming the
+key, the value (unless it is a secret) and the expected type. The spec is plain data: loading it never
+imports torch or transformers; the TrainingArguments field list and types ship in
+``assets/training_arguments_fields.json`` (a test keeps them in step with the installed transformers).
+Secrets are redacted on disk by the precise rule of ``runners.redaction``, which never changes a setting.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -20,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from runners import redaction, spec_types
 from runners.errors import UserError, did_you_mean
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -33,12 +37,20 @@ STRATEGIES = (
 LAUNCHERS = ("auto", "python", "torchrun", "accelerate", "deepspeed")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+MODEL_INITS = ("pretrained", "random")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "adamw_bnb_8bit", "sgd")
 
-# Keys whose values are secrets: never written to disk (spec, launch.sh, logs).
-SECRET_KEY_PATTERN = re.compile(r"(token|api_key|apikey|secret|password)", re.IGNORECASE)
-SECRET_VALUE_PATTERN = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
-REDACTED = "***REDACTED***"
+# Secret values are never written to disk (spec, launch.sh, logs): see runners/redaction.py for the rule.
+REDACTED = redaction.REDACTED
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where ``5e-5`` (no dot) is a string; YAML 1.2 and every user read it as
+    a number. Resolving it as a float here is parsing, not coercion: a quoted ``"5e-5"`` stays a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 @dataclass
@@ -58,6 +70,9 @@ class ModelSpec:
     lora: LoraSpec | None = None
     tokenizer: str | None = None
     num_labels: int | None = None
+    # "pretrained": weights must be obtainable (local files, the HF cache or a reachable hub);
+    # "random": train from a random init built from the config (no weights needed).
+    init: str = "pretrained"
 
 
 @dataclass
@@ -74,6 +89,8 @@ class DatasetSpec:
     max_eval_samples: int | None = None
     max_seq_length: int = 128
     seed: int = 42
+    # rows with an empty text/label: an error before launch (False), or dropped, counted, by preflight and runner
+    drop_empty: bool = False
 
 
 @dataclass
@@ -122,8 +139,9 @@ class RunSpec:
         return asdict(self)
 
     def spec_hash(self) -> str:
-        """A short hash of the redacted spec: two runs of the same setup share it."""
-        text = json.dumps(redact(self.to_dict()), sort_keys=True, default=str)
+        """A short hash of the spec without its secrets: two runs of the same setup share it, with or
+        without a hub token (the training process moves ``hub_token`` out of the spec, see runners.train)."""
+        text = json.dumps(redaction.without_secrets(self.to_dict()), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -131,6 +149,36 @@ SECTION_TYPES = {
     "model": ModelSpec, "dataset": DatasetSpec, "hardware": HardwareSpec,
     "cadence": CadenceSpec, "tracking": TrackingSpec,
 }
+
+
+@lru_cache(maxsize=1)
+def training_argument_types() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(field -> type string, field -> enum choices) of the ``training`` section, from assets."""
+    data = json.loads((ASSETS / "training_arguments_fields.json").read_text())
+    return data.get("types", {}), data.get("choices", {})
+
+
+@lru_cache(maxsize=None)
+def _section_types(cls: type) -> dict[str, str]:
+    return spec_types.dataclass_types(cls)
+
+
+def check_types(spec: RunSpec, source: str) -> None:
+    """Every value against its declared type: dataclass hints for the sections, the shipped
+    TrainingArguments types for ``training`` (runner_args are runner-specific and checked there)."""
+    def section(obj: Any, where: str) -> None:
+        for name, type_str in _section_types(type(obj)).items():
+            value = getattr(obj, name)
+            if dataclasses.is_dataclass(value):
+                section(value, f"{where}.{name}" if where else name)
+            else:
+                spec_types.check(f"{where}.{name}" if where else name, value, type_str, source)
+
+    section(spec, "")
+    types, choices = training_argument_types()
+    if isinstance(spec.training, dict):
+        for key, value in spec.training.items():
+            spec_types.check(f"training.{key}", value, types.get(key, "any"), source, choices.get(key))
 
 
 @lru_cache(maxsize=1)
@@ -185,20 +233,25 @@ def _choice(value: Any, choices: tuple[str, ...], what: str, source: str) -> Non
 
 
 def validate(spec: RunSpec, source: str = "spec") -> None:
-    """Checks that need no imports: names, choices, positive sizes, known training keys."""
+    """Checks that need no imports: types, names, choices, positive sizes, known training keys."""
+    if isinstance(spec.tracking.report_to, str):  # report_to: wandb means [wandb], as in TrainingArguments
+        spec.tracking.report_to = [spec.tracking.report_to] if spec.tracking.report_to else []
+    if not isinstance(spec.training, dict):
+        raise UserError(f"{source}: 'training' must be a mapping of TrainingArguments fields to values.")
+    valid = training_argument_fields()
+    for key in spec.training:
+        if key not in valid:
+            raise UserError(f"{source}: unknown training argument 'training.{key}'.{did_you_mean(str(key), valid)} "
+                            "The 'training' section takes transformers.TrainingArguments field names.")
+    check_types(spec, source)
     _choice(spec.runner, RUNNERS, "runner", source)
     _choice(spec.task, TASKS, "task", source)
     _choice(spec.hardware.strategy, STRATEGIES, "hardware.strategy", source)
     _choice(spec.hardware.launcher, LAUNCHERS, "hardware.launcher", source)
     _choice(spec.model.torch_dtype, DTYPES, "model.torch_dtype", source)
     _choice(spec.model.attn_implementation, ATTN_IMPLEMENTATIONS, "model.attn_implementation", source)
-    if not isinstance(spec.training, dict):
-        raise UserError(f"{source}: 'training' must be a mapping of TrainingArguments fields to values.")
-    valid = training_argument_fields()
-    for key in spec.training:
-        if key not in valid:
-            raise UserError(f"{source}: unknown training argument 'training.{key}'.{did_you_mean(key, valid)} "
-                            "The 'training' section takes transformers.TrainingArguments field names.")
+    _choice(spec.model.init, MODEL_INITS, "model.init", source)
+    _check_ranges(spec, source)
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         value = spec.training.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -212,20 +265,38 @@ def validate(spec: RunSpec, source: str = "spec") -> None:
     if not 0 < float(spec.dataset.eval_fraction) < 1:
         raise UserError(f"{source}: dataset.eval_fraction must be between 0 and 1 (exclusive), "
                         f"got {spec.dataset.eval_fraction!r}.")
-    if spec.tracking.report_to and isinstance(spec.tracking.report_to, str):
-        spec.tracking.report_to = [spec.tracking.report_to]
 
 
-def load(path: str | Path) -> RunSpec:
-    """Load a spec file; a missing or malformed file is a UserError naming the file."""
+def _check_ranges(spec: RunSpec, source: str) -> None:
+    """Values of the right type that no run can use (TrainingArguments accepts them, then torch fails)."""
+    t = spec.training
+    if "learning_rate" in t and t["learning_rate"] <= 0:
+        raise UserError(f"{source}: training.learning_rate must be positive, got {t['learning_rate']!r}: "
+                        "the weights would not learn.")
+    epochs, max_steps = t.get("num_train_epochs"), t.get("max_steps")
+    if epochs is not None and epochs <= 0 and not (max_steps is not None and max_steps > 0):
+        raise UserError(f"{source}: training.num_train_epochs must be positive, got {epochs!r}: nothing would be "
+                        "trained. Give a positive number of epochs, or a positive training.max_steps.")
+    if spec.model.lora is not None and spec.model.lora.r < 1:
+        raise UserError(f"{source}: model.lora.r must be a whole number of at least 1, got {spec.model.lora.r!r}.")
+
+
+def load(path: str | Path, secrets: list[tuple[list[Any], Any]] | None = None) -> RunSpec:
+    """Load a spec file; a missing or malformed file is a UserError naming the file.
+
+    ``secrets`` are redacted slots to fill back (``runners.redaction.restore``): the training entry
+    point passes the ones the launcher handed over in its environment, so a redacted ``spec.yaml``
+    still runs with every value exactly as written."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Spec file '{path}' does not exist. Pass the path of a run spec YAML "
                         "(see assets/specs/ for examples).")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise UserError(f"Spec file '{path}' is not valid YAML: {exc}. Fix the syntax and try again.") from exc
+    if secrets is not None:
+        data = redaction.restore(data or {}, secrets)
     spec = from_dict(data or {}, source=str(path))
     return resolve_paths(spec, path.parent)
 
@@ -248,15 +319,8 @@ def resolve_paths(spec: RunSpec, base: Path) -> RunSpec:
 
 
 def redact(data: Any) -> Any:
-    """A copy of ``data`` with secret-looking keys and values replaced by REDACTED."""
-    if isinstance(data, dict):
-        return {k: (REDACTED if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and v else redact(v))
-                for k, v in data.items()}
-    if isinstance(data, list):
-        return [redact(v) for v in data]
-    if isinstance(data, str):
-        return SECRET_VALUE_PATTERN.sub(REDACTED, data)
-    return data
+    """A copy of ``data`` with secret values replaced by REDACTED (rule: runners/redaction.py)."""
+    return redaction.redact(data)
 
 
 def dump(spec: RunSpec) -> str:

@@ -5,6 +5,10 @@ ranking reflects where this run's peak actually is (a lever that shrinks activat
 when the peak is the optimizer step). Strategy advice follows the usual decision rules: fits one
 GPU -> single (or DDP for speed); does not fit -> ZeRO with CPU offload; the largest layer does not
 fit -> ZeRO-3 with offload.
+
+"Fits" means device and host: offloaded optimizer states and parameters (pinned host memory), each
+process's own RAM and the data loader's workers count against the machine's RAM, and a lever whose
+host side does not fit there is not offered.
 """
 from __future__ import annotations
 
@@ -15,6 +19,20 @@ from runners import memory
 from runners.memory import GIB, Estimate, MemoryInput
 
 
+HOST_USABLE = 0.9  # share of the machine's RAM a run may pin and use; the rest is the OS's and the page cache's
+DATALOADER_WORKER_BYTES = 0.5 * GIB  # each data loader worker process (a forked copy of the dataset pipeline)
+
+
+def host_ram_needed(inp: MemoryInput, est: Estimate, dataloader_workers: int = 0) -> float:
+    """Host RAM the run needs: the estimate's host side (offloaded states and parameters, pinned, and every
+    process's own RAM) plus the data loader's worker processes, per training process."""
+    return est.host_ram + dataloader_workers * DATALOADER_WORKER_BYTES * max(inp.num_gpus, 1)
+
+
+def host_fits(needed: float, capacity: float | None) -> bool:
+    return capacity is None or needed <= capacity * HOST_USABLE
+
+
 @dataclass
 class Lever:
     name: str
@@ -23,12 +41,13 @@ class Lever:
     peak_allocated: float
     device_used: float
     saves: float
-    fits: bool
+    fits: bool  # device and host
+    host_ram: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "change": self.change, "description": self.description,
                 "peak_allocated_bytes": int(self.peak_allocated), "device_used_bytes": int(self.device_used),
-                "saves_bytes": int(self.saves), "fits": self.fits}
+                "saves_bytes": int(self.saves), "fits": self.fits, "host_ram_bytes": int(self.host_ram)}
 
 
 def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, MemoryInput]]:
@@ -90,26 +109,43 @@ def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, Memory
     return out
 
 
-def levers(inp: MemoryInput, base: Estimate) -> list[Lever]:
-    """Every applicable lever with its estimated result, the biggest saving first."""
+def levers(inp: MemoryInput, base: Estimate, host_capacity: float | None = None, dataloader_workers: int = 0,
+           excluded: list[Lever] | None = None) -> list[Lever]:
+    """Every applicable lever with its estimated result, the biggest saving first. A lever whose host side
+    does not fit ``host_capacity`` is left out (appended to ``excluded`` when given)."""
     ranked: list[Lever] = []
     for name, change, text, changed in _candidates(inp):
         est = memory.estimate(changed)
         saves = base.device_used - est.device_used
         if saves < 0.01 * base.device_used:
             continue  # under 1%: not worth a line
-        ranked.append(Lever(name, change, text, est.peak_allocated, est.device_used, saves, est.fits))
+        host = host_ram_needed(changed, est, dataloader_workers)
+        lever = Lever(name, change, text, est.peak_allocated, est.device_used, saves,
+                      est.fits and host_fits(host, host_capacity), host)
+        if not host_fits(host, host_capacity):
+            if excluded is not None:
+                excluded.append(lever)
+            continue
+        ranked.append(lever)
     ranked.sort(key=lambda lever: lever.saves, reverse=True)
     return ranked
 
 
-def advice(inp: MemoryInput, base: Estimate) -> list[str]:
-    """Strategy advice in plain words, from the usual decision rules."""
+def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None, dataloader_workers: int = 0) -> list[str]:
+    """Strategy advice in plain words, from the usual decision rules (a strategy counts as fitting only when
+    its host side fits ``host_capacity`` too)."""
     if inp.strategy == "cpu":
         return ["CPU training: memory is host RAM; fine for small models and smoke tests."]
     out: list[str] = []
     cap = inp.capacity_bytes
     single = memory.estimate(replace(inp, strategy="single", num_gpus=1))
+    base_host = host_ram_needed(inp, base, dataloader_workers)
+    if base.fits and not host_fits(base_host, host_capacity):
+        return [f"Does not fit host RAM: the GPU side fits ({base.device_used / GIB:.1f} of {cap / GIB:.0f} GiB) but the "
+                f"host side needs {base_host / GIB:.1f} GiB, more than {HOST_USABLE:.0%} of this machine's "
+                f"{host_capacity / GIB:.1f} GiB. " +  # type: ignore[operator]
+                ("Avoid offload (more GPUs, LoRA, 8-bit optimizer states) or use a machine with more RAM."
+                 if "offload" in inp.strategy else "Use fewer processes or data loader workers, or more RAM.")]
     if base.fits:
         if inp.strategy in memory.SHARDED and single.fits:
             out.append(f"The model also fits one GPU unsharded ({single.device_used / GIB:.1f} GiB): plain DDP "
@@ -127,7 +163,13 @@ def advice(inp: MemoryInput, base: Estimate) -> list[str]:
     for strategy in ("zero2", "zero3", "zero2_offload", "zero3_offload"):
         if inp.num_gpus < 2 and strategy in ("zero2", "zero3"):
             continue
-        est = memory.estimate(replace(inp, strategy=strategy, mixed=inp.mixed or "bf16"))
+        changed = replace(inp, strategy=strategy, mixed=inp.mixed or "bf16")
+        est = memory.estimate(changed)
+        host = host_ram_needed(changed, est, dataloader_workers)
+        if est.fits and not host_fits(host, host_capacity):
+            out.append(f"{strategy} would fit the GPU ({est.device_used / GIB:.1f} GiB) but needs {host / GIB:.1f} GiB "
+                       f"of host RAM, more than {HOST_USABLE:.0%} of this machine's {host_capacity / GIB:.1f} GiB.")  # type: ignore[operator]
+            continue
         if est.fits:
             out.append(f"Does not fit as {inp.strategy}; {strategy} on {inp.num_gpus} GPU(s) would use "
                        f"{est.device_used / GIB:.1f} GiB per GPU" +

@@ -15,7 +15,8 @@ import traceback
 from pathlib import Path
 
 from runners import events as ev
-from runners import rundir
+from runners import loopback
+from runners import redaction, rundir
 from runners import spec as specmod
 
 RUNNER_MODULES = {
@@ -46,6 +47,21 @@ class RankPrefixed(io.TextIOBase):
         return False
 
 
+def load_run_spec(run_dir: Path) -> specmod.RunSpec:
+    """The spec exactly as launched: spec.yaml with the secrets the launcher handed over in the
+    environment put back (then removed from it, so no child process inherits them).
+
+    ``training.hub_token`` then moves to ``HF_TOKEN``: the Trainer pickles its arguments into every
+    checkpoint (training_args.bin), and with no hub_token it pushes with HF_TOKEN, the same token."""
+    slots = redaction.slots_from_env(os.environ, str(run_dir))
+    os.environ.pop(redaction.SECRETS_ENV, None)
+    spec = specmod.load(run_dir / rundir.SPEC_FILE, secrets=slots)
+    token = spec.training.pop("hub_token", None)
+    if token:
+        os.environ["HF_TOKEN"] = str(token)
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runners.train")
     parser.add_argument("--run-dir", required=True)
@@ -57,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = RankPrefixed(sys.stdout, f"[rank{rank}] ")  # type: ignore[assignment]
         sys.stderr = RankPrefixed(sys.stderr, f"[rank{rank}] ")  # type: ignore[assignment]
     try:
-        spec = specmod.load(run_dir / rundir.SPEC_FILE)
+        loopback.hold_loopback_store()  # rank 0: the process-group store listens on loopback only
+        spec = load_run_spec(run_dir)
         module = importlib.import_module(RUNNER_MODULES[spec.runner])
         module.train(spec, run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the event stream

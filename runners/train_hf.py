@@ -1,8 +1,8 @@
 """The Hugging Face Trainer runner: sequence classification, causal LM and seq2seq from a run spec.
 
-Runs in every rank of the training job. The model comes from a hub id or a local directory; a
-directory with only a config.json is initialised randomly (said in the event stream), which is how
-the demo and the tests train offline. Metrics are computed in-process: accuracy and F1 for
+Runs in every rank of the training job. The model comes from a hub id or a local directory; with
+``model.init: random`` it is built from its config with a random init (said in the event stream),
+which is how the demo and the tests train offline. Metrics are computed in-process: accuracy and F1 for
 classification, perplexity for language modelling.
 """
 from __future__ import annotations
@@ -24,8 +24,14 @@ FSDP_OPTIONS = {"fsdp": "full_shard auto_wrap", "fsdp_shard_grad_op": "shard_gra
 
 
 def has_weights(name_or_path: str) -> bool:
+    """A hub id (the hub or cache has the weights: preflight checked), or a local dir with weight files."""
     path = Path(name_or_path)
-    return not path.is_dir() or any((path / f).exists() for f in WEIGHT_FILES)
+    return not path.is_dir() or any((path / f).exists() for f in WEIGHT_FILES) or any(path.glob("*.safetensors"))
+
+
+def pretrained(spec: RunSpec) -> bool:
+    """model.init: pretrained loads weights (preflight made sure they exist); random builds from the config."""
+    return getattr(spec.model, "init", "pretrained") != "random"
 
 
 def load_tokenizer(spec: RunSpec) -> Any:
@@ -47,7 +53,8 @@ def _dtype_kwargs(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, **config_kwargs: Any) -> Any:
-    """from_pretrained when weights exist, else a random init from the config (said in the events)."""
+    """from_pretrained with model.init pretrained; a random init from the config with model.init random (said in
+    the events)."""
     from transformers import AutoConfig
 
     if spec.model.lora or spec.model.load_in_4bit:
@@ -55,11 +62,11 @@ def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, **
                         "include; ftui plans them (ftui --plan --lora_r ...) but trains full models. Remove model.lora "
                         "and model.load_in_4bit from the spec.")
     name = spec.model.name_or_path
-    if has_weights(name):
+    if pretrained(spec):
         return auto_class.from_pretrained(name, **config_kwargs, **_dtype_kwargs(spec))
     config = AutoConfig.from_pretrained(name, **config_kwargs)
     if writer:
-        writer.emit(ev.MESSAGE, level="warning", text=f"{name} has a config but no weights: training from a random init")
+        writer.emit(ev.MESSAGE, level="warning", text=f"{name}: training from a random init (model.init: random)")
     kwargs = _dtype_kwargs(spec)
     config._attn_implementation = kwargs.pop("attn_implementation")
     return auto_class.from_config(config, **kwargs)

@@ -22,7 +22,7 @@ from runners import events as ev
 from runners.callback import RankInfo, make_event_callback
 from runners.errors import UserError, did_you_mean
 from runners.spec import RunSpec
-from runners.train_hf import configure_tracking, has_weights
+from runners.train_hf import configure_tracking, pretrained
 
 # Column names the trainer's collator reads as labels.
 LABEL, SCORE = "label", "score"
@@ -186,7 +186,7 @@ def build_model(spec: RunSpec, writer: ev.EventWriter | None, use_cpu: bool) -> 
     name = spec.model.name_or_path
     device = "cpu" if use_cpu else None
     max_len = spec.dataset.max_seq_length
-    if has_weights(name):
+    if pretrained(spec):  # model.init (preflight made sure the weights exist)
         model = SentenceTransformer(name, device=device)
         model.max_seq_length = max_len
         return model
@@ -199,7 +199,7 @@ def build_model(spec: RunSpec, writer: ev.EventWriter | None, use_cpu: bool) -> 
     transformer = RandomInitTransformer(name, max_seq_length=max_len)
     transformer.__class__ = Transformer  # saves and reloads as the stock module
     if writer:
-        writer.emit(ev.MESSAGE, level="warning", text=f"{name} has a config but no weights: training from a random init")
+        writer.emit(ev.MESSAGE, level="warning", text=f"{name}: training from a random init (model.init: random)")
     pooling = Pooling(transformer.get_embedding_dimension(), "mean")
     return SentenceTransformer(modules=[transformer, pooling], device=device)
 

@@ -33,7 +33,7 @@ from runners import rundir
 from runners.callback import ControlFiles, RankInfo, memory_record
 from runners.errors import UserError, did_you_mean
 from runners.spec import RunSpec
-from runners.train_hf import WEIGHT_FILES, has_weights, load_tokenizer
+from runners.train_hf import WEIGHT_FILES, load_tokenizer, pretrained
 
 # simpletransformers' model types (its MODEL_CLASSES keys); any other config.model_type runs as "auto".
 ST_MODEL_TYPES = ("albert", "auto", "bert", "bertweet", "bigbird", "camembert", "deberta", "debertav2", "distilbert",
@@ -299,7 +299,7 @@ def prepare_model_dir(spec: RunSpec, run_dir: Path, num_labels: int, id2label: d
                                                   "and schedule; it skips the steps already trained)")
         return str(found)
     name = spec.model.name_or_path
-    if has_weights(name):
+    if pretrained(spec):  # model.init (preflight made sure the weights exist)
         if Path(name).is_dir() and Path(name).name.split("-")[-1].isdigit():
             # simpletransformers reads "<anything>-<N>" as a checkpoint of step N and would skip N steps
             link = run_dir / "init_model"
@@ -317,7 +317,7 @@ def prepare_model_dir(spec: RunSpec, run_dir: Path, num_labels: int, id2label: d
     target = run_dir / "init_model"
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    hooks.emit(ev.MESSAGE, level="warning", text=f"{name} has a config but no weights: training from a random init "
+    hooks.emit(ev.MESSAGE, level="warning", text=f"{name}: training from a random init (model.init: random) "
                                                  f"(saved to {target} for simpletransformers)")
     return str(target)
 

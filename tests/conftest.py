@@ -21,13 +21,17 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_BUILD_OPS", "0")
+# Hermetic: structures traced by earlier runs on this machine must not make a test pass (or fast) here.
+import tempfile  # noqa: E402
+
+os.environ["FTUI_CACHE_DIR"] = tempfile.mkdtemp(prefix="ftui-test-cache-")
 
 
 def tiny_spec(**overrides: Any) -> dict[str, Any]:
     """A spec that trains the demo model on 128 rows in a few seconds."""
     spec: dict[str, Any] = {
         "name": "tiny", "runner": "hf_trainer", "task": "seq-cls",
-        "model": {"name_or_path": str(DEMO_MODEL), "torch_dtype": "float32"},
+        "model": {"name_or_path": str(DEMO_MODEL), "torch_dtype": "float32", "init": "random"},
         "dataset": {"train": str(DEMO_DATA), "max_train_samples": 128, "max_eval_samples": 64, "max_seq_length": 32},
         "hardware": {"strategy": "cpu", "num_processes": 1},
         "training": {"learning_rate": 0.001, "num_train_epochs": 1, "per_device_train_batch_size": 8,

@@ -66,7 +66,7 @@ def test_graceful_stop_then_resume(tmp_path: Path, write_spec) -> None:
 
 def test_checkpoint_now_and_kill(tmp_path: Path, write_spec) -> None:
     runs = tmp_path / "runs"
-    spec = write_spec(training={**LONG["training"], "save_strategy": "no", "eval_strategy": "no"},
+    spec = write_spec(training={**LONG["training"], "save_strategy": "no", "eval_strategy": "no", "logging_steps": 2},
                       dataset=LONG["dataset"], cadence={"auto": False})
     assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
     run = only_run(runs)
@@ -99,8 +99,9 @@ def test_job_survives_death_of_ftui(tmp_path: Path, write_spec) -> None:
     assert any(r["type"] == "finish" for r in records(run))
 
 
-def test_crash_bad_value_at_runtime(tmp_path: Path) -> None:
-    """A text cell that is not text, past the rows checked before launch, crashes the tokenizer."""
+def test_bad_value_anywhere_in_the_file_is_refused_before_launch(tmp_path: Path) -> None:
+    """A text cell that is not text, deep in the file: the whole-file scan before launch (runners/data.py)
+    refuses it, where it used to crash the tokenizer at runtime; no run dir is left behind."""
     import pandas as pd
     import yaml
 
@@ -114,23 +115,44 @@ def test_crash_bad_value_at_runtime(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(dataset={"train": str(data), "max_train_samples": None, "eval_fraction": 0.01})))
     proc = ftui("run", str(spec), "--headless", "--runs-dir", str(tmp_path / "runs"))
-    run = only_run(tmp_path / "runs")
-    status = _status(run)
-    assert proc.returncode == 1 and status["state"] == "crashed" and status["exit_code"] == 1
-    crash = next(r for r in records(run) if r["type"] == "crash")
-    assert crash["error"] and crash["error"] in status["error"] and "Traceback" in crash["traceback"]
+    assert proc.returncode == 2 and "dict values" in proc.stderr and "151" in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_crash_exception_in_model(tmp_path: Path, write_spec) -> None:
-    """Position ids past the embedding table fail inside the model's forward."""
+    """An empty token-type embedding table fails inside the model's forward (preflight cannot see it;
+    positions past the table are refused before launch now)."""
     model = tmp_path / "model"
     model.mkdir()
     cfg = json.loads((ROOT / "assets" / "demo" / "model" / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 8}))
+    (model / "config.json").write_text(json.dumps({**cfg, "type_vocab_size": 0}))
     for name in ("vocab.txt", "tokenizer_config.json"):
         (model / name).write_text((ROOT / "assets" / "demo" / "model" / name).read_text())
     proc = ftui("run", str(write_spec(model={"name_or_path": str(model)})), "--headless", "--runs-dir", str(tmp_path / "runs"))
     run = only_run(tmp_path / "runs")
-    assert proc.returncode == 1 and _status(run)["state"] == "crashed"
+    status = _status(run)
+    assert proc.returncode == 1 and status["state"] == "crashed" and status["exit_code"] == 1
     crash = next(r for r in records(run) if r["type"] == "crash")
-    assert "Error" in crash["error"] and "modeling_bert" in crash["traceback"]
+    assert "Error" in crash["error"] and "modeling_bert" in crash["traceback"] and "Traceback" in crash["traceback"]
+    assert crash["error"] in status["error"]
+
+
+def test_no_rank_outlives_its_launcher(tmp_path: Path, write_spec) -> None:
+    """torchrun starts each rank in a session of its own: when the launcher dies (SIGKILL, OOM killer), the
+    supervisor still ends every rank instead of leaving them training (and holding GPUs) as orphans."""
+    runs = tmp_path / "runs"
+    spec = write_spec(hardware={"strategy": "ddp", "num_processes": 2}, dataset=LONG["dataset"],
+                      training={**LONG["training"], "logging_steps": 1})
+    assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
+    run = only_run(runs)
+    _wait_for(lambda: _step(run) >= 2, timeout=240, what="training steps")
+    launcher = psutil.Process(_status(run)["job_pid"])
+    ranks = [p for p in launcher.children(recursive=True) if "runners.train" in " ".join(p.cmdline())]
+    assert len(ranks) == 2 and all(os.getsid(p.pid) != os.getsid(launcher.pid) for p in ranks), \
+        "expected torchrun's ranks in sessions of their own"
+    launcher.kill()
+    _wait_for(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, timeout=60, what="terminal state")
+    gone, alive = psutil.wait_procs(ranks, timeout=20)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "ranks outlived their launcher"
+    assert _status(run)["state"] in ("killed", "crashed")
+    assert ftui("kill", run.name, "--yes", "--runs-dir", str(runs)).stdout.strip() == "not running"

@@ -75,3 +75,43 @@ def test_truncated_file_restarts_from_zero(tmp_path: Path) -> None:
         writer.emit(ev.LOG, step=9, loss=1.0)
     (tmp_path / "new.jsonl").replace(path)
     assert [r["step"] for r in reader.poll()] == [9]
+
+
+def test_read_all_reads_a_file_longer_than_one_poll(tmp_path: Path) -> None:
+    """Regression: read_all used to stop after the first 4 MiB, so a long stopped run read as finished."""
+    from runners import rundir, supervise
+    from runners.history import RunHistory
+
+    run = rundir.create_run_dir(tmp_path / "runs", "long")
+    path = run / ev.EVENTS_FILE
+    with ev.EventWriter(path) as writer:
+        writer.emit(ev.START, total_steps=100_000, world_size=1)
+        step = 0
+        while path.stat().st_size < 5 * 2**20 + 1000:
+            step += 1
+            writer.emit(ev.LOG, step=step, epoch=step / 100_000, loss=0.5, learning_rate=1e-4, note="x" * 100)
+        writer.emit(ev.STOP, step=step, reason="user request")
+        writer.emit(ev.FINISH, step=step, metrics={"train_loss": 0.5}, stopped=True)
+    assert path.stat().st_size > 5 * 2**20
+    records = ev.read_all(path)
+    assert len(records) == step + 3 and records[-2]["type"] == ev.STOP and records[-1]["step"] == step
+    assert ev.final_record(path)["stopped"] is True
+    assert supervise.final_state(run, 0) == "stopped"
+    chunks = list(ev.iter_chunks(path, chunk_bytes=2**20))
+    assert len(chunks) >= 5 and sum(map(len, chunks)) == step + 3
+    # ftui runs: the step of the whole file, not of its first 4 MiB
+    rundir.update_status(run, state="stopped", started_at=1.0, ended_at=2.0)
+    from tui.cmd_run import list_runs
+    import contextlib
+    import io
+    import json as _json
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        list_runs(tmp_path / "runs", as_json=True)
+    (row,) = _json.loads(out.getvalue())
+    assert row["step"] == step and row["state"] == "stopped"
+    history = RunHistory()
+    for chunk in ev.iter_chunks(path):
+        history.apply(chunk)
+    assert history.state == "stopped" and history.step == step

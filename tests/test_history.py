@@ -61,3 +61,16 @@ def test_crash_and_stop_states() -> None:
     stopped = RunHistory()
     stopped.apply([ev.make_record(ev.STOP, step=5, reason="user"), ev.make_record(ev.FINISH, step=5)])
     assert stopped.state == "stopped"
+
+
+def test_rotated_checkpoint_is_marked_removed() -> None:
+    history = RunHistory()
+    history.apply([
+        ev.make_record(ev.CHECKPOINT, step=4, path="/x/checkpoint-4", metric=None, value=None, is_best=False),
+        ev.make_record(ev.CHECKPOINT, step=8, path="/x/checkpoint-8", metric=None, value=None, is_best=False),
+        ev.make_record(ev.CHECKPOINT, step=4, path="/x/checkpoint-4", removed=True, reason="rotated away"),
+        ev.make_record(ev.CHECKPOINT, step=2, path="/x/checkpoint-2", removed=True),  # its save was never seen
+    ])
+    by_step = {c["step"]: c for c in history.snapshot()["checkpoints"]}
+    assert by_step[4]["removed"] is True and by_step[8]["removed"] is False and by_step[2]["removed"] is True
+    assert [c["step"] for c in history.checkpoints] == [4, 8, 2] and history.step == 8

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from tests.conftest import ftui, only_run, records
+from tests.conftest import ROOT, ftui, only_run, records
 
 
 def _types(recs: list[dict]) -> set[str]:
@@ -98,3 +102,81 @@ def test_bad_input_creates_no_run(tmp_path: Path, write_spec, overrides: dict, n
     proc = ftui("run", str(spec), "--headless", "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _listeners_while_running(tmp_path: Path, spec: Path) -> tuple[Path, set[tuple[str, int, str]]]:
+    """Run a spec to the end, sampling the LISTEN sockets of every process under its supervisor."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "run", str(spec), "--headless", "--runs-dir", str(runs)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, int, str]] = set()
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        run_dirs = [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
+        status = json.loads((run_dirs[0] / "status.json").read_text()) if run_dirs and (run_dirs[0] / "status.json").exists() else {}
+        if status.get("pid"):
+            try:
+                tree = [psutil.Process(status["pid"])]
+                tree += tree[0].children(recursive=True)
+            except psutil.NoSuchProcess:
+                tree = []
+            for p in tree:
+                try:
+                    for c in p.net_connections(kind="inet"):
+                        if c.status == psutil.CONN_LISTEN:
+                            seen.add((c.laddr.ip, c.laddr.port, " ".join(p.cmdline()[:4])[-80:]))
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=60)
+    assert runs.exists(), err[-3000:]
+    run = only_run(runs)
+    assert proc.returncode == 0, err[-2000:] + (run / "stdout.log").read_text()[-3000:]
+    return run, seen
+
+
+@pytest.mark.parametrize("hardware", [{"strategy": "cpu"}, {"strategy": "zero2"}, {"strategy": "cpu", "launcher": "accelerate"}],
+                         ids=["torchrun", "deepspeed", "accelerate"])
+def test_single_node_listens_on_loopback_only(tmp_path: Path, write_spec, hardware: dict) -> None:
+    """Every rendezvous, store and transport socket of a one-machine run is bound to loopback."""
+    spec = write_spec(model={"init": "random"}, hardware={"num_processes": 2, **hardware},
+                      training={"max_steps": 4, "save_strategy": "no"})
+    run, seen = _listeners_while_running(tmp_path, spec)
+    print("listening:", sorted(seen))
+    assert seen, "no listening socket seen: the sampler missed the run"
+    outside = {s for s in seen if s[0] not in ("127.0.0.1", "::1")}
+    assert not outside, f"listening beyond loopback: {sorted(outside)}"
+    assert {r["rank"] for r in records(run) if r["type"] == "memory"} == {0, 1}
+    # gloo/NCCL would bind the host name's address, which is loopback on the test machine but often public
+    script = (run / "launch.sh").read_text()
+    assert "export GLOO_SOCKET_IFNAME=lo\n" in script and "export NCCL_SOCKET_IFNAME=lo\n" in script
+
+
+@pytest.mark.parametrize("hardware, expect", [
+    ({"strategy": "fsdp", "num_processes": 2}, {"distributed_type": "FSDP", "num_processes": 2}),
+    ({"strategy": "fsdp_shard_grad_op", "num_processes": 4}, {"distributed_type": "FSDP", "num_processes": 4}),
+    ({"strategy": "cpu", "num_processes": 2, "launcher": "accelerate"}, {"distributed_type": "MULTI_GPU", "num_processes": 2}),
+    ({"strategy": "cpu", "num_processes": 1, "launcher": "accelerate"}, {"distributed_type": "NO", "num_processes": 1}),
+])
+def test_accelerate_yaml_fields(tmp_path: Path, hardware: dict, expect: dict) -> None:
+    """The written accelerate.yaml is plain YAML with the right fields, and accelerate's own loader takes it."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from runners import launch
+    from runners import spec as specmod
+    from tests.conftest import tiny_spec
+
+    run = launch.create_run(specmod.from_dict(tiny_spec(hardware=hardware)), tmp_path / "runs")
+    path = run / "accelerate.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert data == {**data, **expect, "compute_environment": "LOCAL_MACHINE", "num_machines": 1, "machine_rank": 0,
+                    "mixed_precision": "no", "same_network": True}
+    assert path.read_text() == yaml.safe_dump(data, sort_keys=False)  # dumped by the YAML library, not by hand
+    if expect["distributed_type"] == "FSDP":
+        sharding = "FULL_SHARD" if hardware["strategy"] == "fsdp" else "SHARD_GRAD_OP"
+        assert data["fsdp_config"] == {"fsdp_sharding_strategy": sharding, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                       "fsdp_state_dict_type": "SHARDED_STATE_DICT", "fsdp_use_orig_params": True}
+    config = load_config_from_file(str(path))
+    assert str(config.distributed_type).split(".")[-1] == expect["distributed_type"]
+    assert config.num_processes == expect["num_processes"] and config.mixed_precision == "no"
+    assert config.fsdp_config == data.get("fsdp_config", {})

@@ -98,12 +98,14 @@ def test_runner_flag_covers_other_runners() -> None:
 def test_validate_reports_the_trainers_refusal_text(tmp_path: Path) -> None:
     """A spec ftui's own checks accept but TrainingArguments refuses: the JSON carries the refusal."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text("model: {name_or_path: gpt2}\ntask: causal-lm\ntraining: {lr_scheduler_type: cosine_typo}\n")
+    # (a misspelt enum such as cosine_typo is refused by the spec's own typed checks, runners/spec_types.py)
+    spec.write_text("model: {name_or_path: gpt2}\ntask: causal-lm\n"
+                    "training: {lr_scheduler_type: reduce_lr_on_plateau, eval_strategy: 'no'}\n")
     proc = ftui("--plan", str(spec), "--num_train_samples", "1000", "--json", "--validate")
     assert proc.returncode == 0, proc.stderr
     cad = json.loads(proc.stdout)["cadence"]
     assert cad["validated"] is False
-    assert "cosine_typo is not a valid SchedulerType" in cad["validation_error"]
+    assert "reduce_lr_on_plateau requires an eval strategy" in cad["validation_error"]
     plain = json.loads(ftui("--plan", str(spec), "--num_train_samples", "1000", "--json").stdout)["cadence"]
     assert plain["validated"] is None  # not checked (and transformers not imported) without --validate
 

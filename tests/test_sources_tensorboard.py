@@ -94,3 +94,129 @@ def test_truncated_event_file_in_a_log_dir(tb_run, tmp_path: Path) -> None:
     assert 0 < len(merged(records, "log")) < 20
     assert any("truncated record" in w for w in source.warnings)
     assert source.status()["state"] == "unknown"  # no final record, nothing written lately
+
+
+CRC32C_VECTORS = [  # RFC 3720 B.4 and the usual check value
+    (b"", 0x00000000),
+    (b"123456789", 0xE3069283),
+    (bytes(32), 0x8A9136AA),
+    (b"\xff" * 32, 0x62A8AB43),
+    (bytes(range(32)), 0x46DD794E),
+]
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_crc32c_known_answers(impl: str) -> None:
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_masked
+
+    from runners.sources import tfevents
+
+    crc = tfevents.crc32c_c if impl == "c" else tfevents.crc32c_py
+    assert crc is not None, "google-crc32c's C implementation is a dependency"
+    for data, value in CRC32C_VECTORS:
+        assert crc(data) == value, data
+    assert tfevents.mask(crc(b"123456789")) == 0xC78AB0E5 and tfevents.mask(crc(b"")) == 0xA282EAD8
+    blob = os.urandom(4096)
+    assert tfevents.mask(crc(blob)) == tb_masked(blob)  # TensorBoard's own (pure-Python) writer agrees
+
+
+def test_c_checksum_is_the_default_and_switchable() -> None:
+    from runners.sources import tfevents
+
+    assert tfevents.crc32c is tfevents.crc32c_c
+    try:
+        assert tfevents.use_c_crc32c(False) is False and tfevents.crc32c is tfevents.crc32c_py
+        assert tfevents.masked_crc32c(b"123456789") == 0xC78AB0E5
+    finally:
+        assert tfevents.use_c_crc32c(True) is True
+    assert tfevents.masked_crc32c(b"123456789") == 0xC78AB0E5
+
+
+def test_one_poll_reads_a_bounded_amount(tmp_path: Path) -> None:
+    """A 20 MiB file: each poll reads at most 8 MiB of it, and the next poll carries on; nothing lost."""
+    from runners.sources.tfevents import READ_PER_POLL
+
+    path = tmp_path / "events.out.tfevents.1.host"
+    payloads = [i.to_bytes(4, "little") + os.urandom(20_000) for i in range(1000)]
+    path.write_bytes(b"".join(record(p) for p in payloads))
+    size = path.stat().st_size
+    assert READ_PER_POLL == 8 * 1024 * 1024 and size > 2 * READ_PER_POLL
+    tail = TFRecordTail(path)
+    got: list[bytes] = []
+    offsets = []
+    while True:
+        before = tail.offset
+        new = list(tail.poll())
+        if not new:
+            break
+        assert tail.offset - before <= READ_PER_POLL
+        offsets.append(tail.offset)
+        got += new
+    assert got == payloads and tail.offset == size and not tail.more
+    assert len(offsets) == 3 and not tail.warnings  # 20 MiB in 8 MiB polls, no "truncated" warning midway
+
+
+def test_a_record_bigger_than_one_poll_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.1.host"
+    payloads = [b"a" * 5000, b"b" * 10, b"c" * 3000]
+    path.write_bytes(b"".join(record(p) for p in payloads))
+    tail = TFRecordTail(path, max_read=1024)
+    assert list(tail.poll()) == [payloads[0]] and tail.more
+    assert list(tail.poll()) == payloads[1:2] and tail.more
+    assert list(tail.poll()) == payloads[2:] and not tail.more
+    assert list(tail.poll()) == [] and not tail.warnings
+
+
+def test_bounded_polls_keep_steps_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished SummaryWriter file read 300 bytes a poll: every step arrives whole, values as TensorBoard's."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from runners.sources import tfevents
+
+    logdir = tmp_path / "logs"
+    writer = SummaryWriter(str(logdir))
+    for step in range(1, 41):
+        writer.add_scalar("Loss/train", 1.0 / step, step)
+        writer.add_scalar("lr", 0.001 * step, step)
+        writer.add_scalar("grad_norm", 2.0 * step, step)
+        if step % 10 == 0:
+            writer.add_scalar("Loss/val", 0.5 / step, step)
+    writer.close()
+    old = time.time() - 600
+    for f in logdir.glob("events.out.tfevents.*"):
+        os.utime(f, (old, old))  # quiet long ago: the reader would flush a held step at once
+    monkeypatch.setattr(tfevents, "READ_PER_POLL", 300)
+    source = TensorBoardSource(logdir)
+    polls, records = 0, []
+    while True:
+        polls += 1
+        new = source.poll()
+        records += new
+        if not new and not any(f.tail.more for f in source.stream.files.values()):
+            break
+    assert polls > 10
+    logs = [r for r in records if r["type"] == "log"]
+    assert [r["step"] for r in logs] == list(range(1, 41))  # one record per step: none split at a poll boundary
+    ref = reference(logdir)
+    for r in logs:
+        assert close(r["Loss"], ref["Loss/train"][r["step"]]) and close(r["lr"], ref["lr"][r["step"]])
+        assert close(r["grad_norm"], ref["grad_norm"][r["step"]])
+    assert sorted(merged(records, "eval")) == [10, 20, 30, 40]
+
+
+def test_without_google_crc32c_the_pure_fallback_reads(tmp_path: Path) -> None:
+    """A fresh interpreter where google_crc32c cannot be imported: the reader falls back and still reads."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(record(b"first") + record(b"second"))
+    code = ("import sys; sys.modules['google_crc32c'] = None\n"  # `import google_crc32c` now raises ImportError
+            "from pathlib import Path\nfrom runners.sources import tfevents\n"
+            "assert tfevents.crc32c_c is None and tfevents.crc32c is tfevents.crc32c_py\n"
+            "assert tfevents.use_c_crc32c(True) is False\n"
+            f"print(list(tfevents.TFRecordTail(Path({str(path)!r})).poll()))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[b'first', b'second']"

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_train_samples", type=int, help="training rows (default: counted from the dataset)")
     p.add_argument("--num_train_epochs", type=float)
     p.add_argument("--smoke_test", action="store_true", help="the smoke-test cadence preset")
+    p.add_argument("--host_memory_gib", type=float, help="the machine's RAM the host side must fit (default: this machine's)")
+    p.add_argument("--gpu", help="GPU model for the time estimate, e.g. H100, A100-40GB, L4 (default: what NVML reports)")
+    p.add_argument("--gpu_hour_price", type=float, help="price of one GPU-hour, for the run's cost")
+    p.add_argument("--probe", action="store_true",
+                   help="run a few real training steps in a subprocess (two batch sizes) and correct the plan with them")
+    p.add_argument("--probe_timeout", type=float, default=600.0, help="seconds the whole probe may take (default 600)")
+    p.add_argument("--probe_steps", type=int, default=4, help="optimizer steps per probe run (default 4)")
     p.add_argument("--validate", action="store_true",
                    help="also construct the real transformers.TrainingArguments (imports transformers, ~1 s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -117,7 +124,17 @@ def main(command: str, argv: list[str]) -> int:
     from runners.plan import make_plan
 
     plan = make_plan(spec, num_train_samples=args.num_train_samples, gpu_memory_gib=args.gpu_memory_gib,
-                     cuda_context_mib=args.cuda_context_mib, validate=args.validate)
+                     cuda_context_mib=args.cuda_context_mib, validate=args.validate, gpu_name=args.gpu,
+                     gpu_hour_price=args.gpu_hour_price, host_memory_gib=args.host_memory_gib)
+    if args.probe:
+        if args.probe_timeout <= 0 or args.probe_steps < 2:
+            raise UserError("--probe_timeout must be positive and --probe_steps at least 2 (the first step warms up).")
+        from runners import probe
+        from runners.plan import apply_probe
+
+        if not args.json:
+            sys.stderr.write(f"probing: a few training steps at two batch sizes (timeout {args.probe_timeout:g}s)...\n")
+        apply_probe(plan, probe.run(plan, timeout=args.probe_timeout, steps=args.probe_steps))
     if args.json:
         sys.stdout.write(json.dumps(plan.to_json(), indent=1) + "\n")
     else:

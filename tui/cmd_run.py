@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from runners import control, rundir
+from runners import control, rundir, runstate
 from runners import spec as specmod
 from runners.errors import UserError
-from runners.events import EVENTS_FILE, TailReader
+from runners.events import EVENTS_FILE, TailReader, iter_chunks
 from runners.history import RunHistory
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -52,6 +52,10 @@ def parser_for(command: str) -> argparse.ArgumentParser:
     elif command == "resume":
         p.add_argument("run", help="run id, unique part of it, path, or 'latest'")
         _launch_flags(p)
+        p.add_argument("--num_train_epochs", type=float, metavar="EPOCHS",
+                       help="train to this many epochs in all (to train a finished run further)")
+        p.add_argument("--max_steps", type=int, metavar="STEPS",
+                       help="train to this many optimizer steps in all (overrides the epochs)")
     elif command == "runs":
         _common(p)
         p.add_argument("--json", action="store_true")
@@ -90,7 +94,7 @@ def follow(run_dir: Path) -> int:
             task = progress.add_task("starting", total=None, info="")
             while True:
                 history.apply(reader.poll())
-                status = rundir.read_status(run_dir) or {}
+                status = runstate.effective_status(run_dir) or {}  # an end is seen even if the supervisor died
                 info = []
                 if "loss" in history.latest:
                     info.append(f"loss {history.latest['loss']:.4f}")
@@ -110,7 +114,7 @@ def follow(run_dir: Path) -> int:
     except KeyboardInterrupt:
         console.print(f"\ndetached: the run goes on. Watch it again with: ftui attach {run_dir}")
         return 0
-    status = rundir.read_status(run_dir) or {}
+    status = runstate.effective_status(run_dir) or {}
     state = status.get("state")
     colour = {"finished": "green", "stopped": "yellow"}.get(str(state), "red")
     console.print(f"[{colour}]{state}[/] after {history.step} steps" + (f": {status['error']}" if status.get("error") else ""))
@@ -146,7 +150,12 @@ def main(command: str, argv: list[str]) -> int:
             spec = specmod.load(ASSETS / "specs" / DEMO_SPECS[args.runner])
         else:
             old = find(runs_dir, args.run)
-            spec, resumed_from = control.resume_spec(old), old.name
+            notes: list[str] = []
+            spec = control.resume_spec(old, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps, notes=notes)
+            resumed_from = old.name
+            for note in notes:
+                print(f"ftui resume: {note}", file=sys.stderr)
+            print(f"ftui resume: from {spec.training['resume_from_checkpoint']}", file=sys.stderr)
         spec = launch.apply_overrides(spec, args.strategy, args.num_processes)
         run_dir = launch.launch(spec, runs_dir, resumed_from=resumed_from)
         return _open_or_follow(run_dir, args)
@@ -173,13 +182,16 @@ def list_runs(runs_dir: Path, as_json: bool) -> int:
 
     rows = []
     for path in rundir.list_runs(runs_dir):
-        status = rundir.read_status(path) or {}
+        status = runstate.effective_status(path) or {}  # reconciled: the same state every reader shows
         history = RunHistory()
-        history.apply(TailReader(path / EVENTS_FILE).poll())
+        for chunk in iter_chunks(path / EVENTS_FILE):  # the whole file, however long
+            history.apply(chunk)
         start, end = status.get("started_at"), status.get("ended_at") or time.time()
         rows.append({"run": path.name, "state": status.get("state"), "runner": status.get("runner"),
                      "step": history.step, "max_steps": history.max_steps, "best": history.best,
-                     "duration_s": round(end - start, 1) if start else None, "path": str(path)})
+                     "duration_s": round(end - start, 1) if start else None, "path": str(path),
+                     "orphaned": bool(status.get("orphaned")), "error": status.get("error"),
+                     "note": status.get("note")})
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -191,7 +203,7 @@ def list_runs(runs_dir: Path, as_json: bool) -> int:
         table.add_column(col)
     for r in rows:
         best = f"{r['best']['metric']}={r['best']['value']:.4g}" if r["best"] and r["best"].get("value") is not None else ""
-        table.add_row(r["run"], str(r["state"]), str(r["runner"]), f"{r['step']}/{r['max_steps'] or '?'}", best,
+        table.add_row(r["run"], str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""), str(r["runner"]), f"{r['step']}/{r['max_steps'] or '?'}", best,
                       f"{r['duration_s']:.0f}s" if r["duration_s"] else "")
     Console().print(table)
     return 0

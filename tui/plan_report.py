@@ -22,11 +22,61 @@ def memory_bar(used: float, capacity: float, width: int = 40) -> Text:
     return bar + Text(f" {used / GIB:.1f} / {capacity / GIB:.0f} GiB ({100 * used / capacity:.0f}%)")
 
 
+def _dur(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.3g} s"
+
+
+def time_table(data: dict) -> Table | Text:
+    """Step time, tokens/s, wall time, GPU-hours and cost, each with its band."""
+    t = data.get("time")
+    if not t:
+        return Text("time: " + (data.get("time_note") or "not estimated"), style="yellow")
+    where = f"{t['gpu']} ({t['gpu_source']})" if t.get("gpu") else "measured"
+    table = Table(title=f"Time on {where}, {t['compute_dtype']} · {'measured by the probe' if t['source'] == 'probe' else 'estimate'}",
+                  expand=True)
+    for col in ("", "value", "band"):
+        table.add_column(col, justify="left" if not col else "right")
+
+    def row(name: str, item: dict | None, fmt) -> None:  # type: ignore[no-untyped-def]
+        if item:
+            table.add_row(name, fmt(item["value"]), f"{fmt(item['low'])} – {fmt(item['high'])}")
+
+    row("step time", t["step_s"], _dur)
+    row("tokens/s (all GPUs)", t["tokens_per_s"], lambda v: f"{v:,.0f}")
+    row(f"wall time ({t['total_steps']} steps)", t["wall_s"], _dur)
+    row(f"GPU-hours (× {t['num_gpus']})", t.get("gpu_hours"), lambda v: f"{v:,.2f}")
+    row(f"cost at {t['gpu_hour_price']}/GPU-hour" if t.get("gpu_hour_price") is not None else "cost", t.get("cost"),
+        lambda v: f"{v:,.2f}")
+    if t.get("mfu"):
+        table.add_row("model FLOPs utilisation", f"{100 * t['mfu']:.0f}%", "")
+    return table
+
+
+def probe_text(probe: dict) -> Group:
+    lines = [Text.assemble(("probe ", "bold"), probe.get("message") or probe.get("status", ""))]
+    mem = probe.get("memory")
+    if mem:
+        lines.append(Text(f"  measured peak {_gib(mem['peak_allocated_bytes'])} at the {mem['phase']} phase "
+                          f"(estimate {_gib(mem['estimated_peak_allocated_bytes'])}); largest batch from the measured "
+                          f"slope: {mem['max_per_device_train_batch_size']}"))
+        for name, ph in mem["phases"].items():
+            lines.append(Text(f"  {name}: {_gib(ph['intercept_bytes'])} + {ph['slope_bytes_per_sample'] / 2**20:,.1f} MiB/sample",
+                              style="dim"))
+    if probe.get("step_s"):
+        lines.append(Text(f"  step time {probe['step_s']:.3f} s at batch {probe.get('batch')} on {probe.get('device')}"))
+    return Group(*lines)
+
+
 def render(plan: Plan, console: Console | None = None) -> None:
     console = console or Console()
     data = plan.to_json()
     est = plan.estimate
-    verdict = Text("fits", style="bold green") if est.fits else Text("does not fit", style="bold red")
+    verdict = Text("fits", style="bold green") if data["fits"] else Text(
+        "does not fit" + (" (host RAM)" if not data["fits_host"] else ""), style="bold red")
     head = Text.assemble(
         (f"{data['model']['name']}", "bold"), f"  {data['model']['params'] / 1e6:,.1f}M params",
         f" ({data['model']['trainable_params'] / 1e6:,.2f}M trainable)  ",
@@ -34,8 +84,15 @@ def render(plan: Plan, console: Console | None = None) -> None:
     where = "host RAM" if plan.inputs.strategy == "cpu" else "per GPU"
     summary = Table.grid(padding=(0, 2))
     summary.add_row(f"device used ({where})", memory_bar(est.device_used, est.capacity))
-    summary.add_row("peak allocated", f"{_gib(est.peak_allocated)} at the {est.phase} phase")
-    summary.add_row("host RAM", _gib(est.host_ram))
+    conf = data.get("confidence") or {}
+    band = conf.get("peak_allocated_bytes")
+    summary.add_row("peak allocated", f"{_gib(est.peak_allocated)} at the {est.phase} phase" +
+                    (f" (measured-error band {band['low'] / GIB:.1f}-{band['high'] / GIB:.1f} GiB, {conf['route']})"
+                     if band else ""))
+    host_cap = data.get("host_ram_capacity_bytes")
+    summary.add_row("host RAM", Text(f"{_gib(data['host_ram_bytes'])}" + (f" of {_gib(host_cap)} ({data['host_ram_source']})"
+                                                                          if host_cap else ""),
+                                     style="" if data["fits_host"] else "bold red"))
     summary.add_row("largest batch that fits", str(data["max_per_device_train_batch_size"]))
 
     comps = Table(title=f"Components at the peak ({est.phase})", expand=True)
@@ -82,6 +139,9 @@ def render(plan: Plan, console: Console | None = None) -> None:
         console.print(levers)
     if cad:
         console.print(parts[3])
+    console.print(time_table(data))
+    if plan.probe:
+        console.print(probe_text(plan.probe))
     if plan.loss:
         console.print(Text.assemble(("loss ", "bold"), plan.loss["name"], f": {plan.loss['reason']}"))
     for warning in plan.warnings + est.notes:

@@ -1,34 +1,20 @@
-"""An ftui run dir: ``events.jsonl`` tailed by byte offset, state from ``status.json``.
+"""An ftui run dir: ``events.jsonl`` tailed by byte offset, state from ``status.json`` reconciled with
+the processes and the final events (runners/runstate.py), so it agrees with ``ftui runs``.
 
 The only source that can be controlled gracefully (stop / checkpoint requests land in
 ``control/``, honoured by the training callback), hence ``can_control = True``.
 """
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners import rundir
+from runners import rundir, runstate
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process exists (a zombie counts as gone; permission errors mean it exists)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
+pid_alive = runstate.pid_alive  # the sources share one liveness rule (zombies and reused pids count as gone)
 
 
 class FtuiRunSource:
@@ -55,15 +41,15 @@ class FtuiRunSource:
             if note not in self._own_warnings:
                 self._own_warnings.append(note)
             status = {}
+        if status:
+            status = runstate.effective_status(self.run_dir, status) or status
         state = status.get("state") or "unknown"
         pids = [p for p in (status.get("pid"), status.get("job_pid"), *(status.get("child_pids") or []))
                 if isinstance(p, int)]
         same_host = status.get("host") in (None, socket.gethostname())
-        if state in ("pending", "running") and same_host and status.get("pid") and \
-                not pid_alive(status.get("pid")):
-            # the supervisor died without writing a final state (machine reboot, kill -9)
-            state = "crashed"
-            note = f"run {self.label}: status.json says running but its supervisor {status['pid']} is gone"
+        note = status.get("note")
+        if note and (status.get("orphaned") or status.get("reconciled")):
+            note = f"run {self.label}: {note}"
             if note not in self._own_warnings:
                 self._own_warnings.append(note)
         return {
@@ -76,4 +62,5 @@ class FtuiRunSource:
             "error": status.get("error"),
             "started_at": status.get("started_at"),
             "ended_at": status.get("ended_at"),
+            "orphaned": bool(status.get("orphaned")),
         }

@@ -9,6 +9,7 @@ record is not split while the writer is mid-flush.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ QUIET_S = 2.0      # a file untouched this long has finished writing its last st
 RESCAN_S = 5.0     # look for new event files at most this often
 
 
+@functools.lru_cache(maxsize=4096)  # a log dir has few tags, each seen at every step
 def metric_name(tag: str) -> tuple[str, str]:
     """('train'|'eval'|'test', name) for a tag: 'eval/loss' -> ('eval', 'eval_loss')."""
     parts = [p for p in tag.replace("\\", "/").split("/") if p]
@@ -70,7 +72,7 @@ class _FileStream:
             quiet = time.time() - self.tail.path.stat().st_mtime > QUIET_S
         except OSError:
             quiet = True
-        if self.pending and (flush or quiet):
+        if self.pending and (flush or quiet) and not self.tail.more:  # a step may go on in the unread part
             out += group_to_records(self.pending_step or 0, self.pending)
             self.pending = {}
         return out

@@ -3,8 +3,14 @@
 A TFRecord is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)``.
 :class:`TFRecordTail` remembers its byte offset, leaves a partially written record for the next poll,
 and on a bad checksum skips forward to the next valid record header with a warning instead of
-failing. Records are ``tensorboard.compat.proto.event_pb2.Event`` messages, imported on first use
-(the tensorboard package's protobufs cost ~40 ms; TensorFlow itself is never imported).
+failing. One poll reads at most :data:`READ_PER_POLL` bytes (more only to finish one big record) and
+carries on from there on the next poll, so a large existing file never stalls the UI. Records are
+``tensorboard.compat.proto.event_pb2.Event`` messages, imported on first use (the tensorboard package's
+protobufs cost ~40 ms; TensorFlow itself is never imported).
+
+Checksums use google-crc32c's C implementation when it is installed, else the pure-Python table below,
+which gives the same values. End to end the C one reads a 50 MiB file of scalars and histograms ~45x
+faster, a file of scalars only (protobuf parsing dominates) ~1.7x (``bench/tensorboard_read.py``).
 """
 from __future__ import annotations
 
@@ -18,7 +24,10 @@ from typing import Any
 HEADER = 12
 FOOTER = 4
 MAX_RECORD = 256 * 1024 * 1024
+_HEAD = struct.Struct("<QI")  # length, masked crc of the length
+_CRC = struct.Struct("<I")
 TRUNCATED_AFTER_S = 10.0  # a partial record this old is a truncated file, not a writer mid-flush
+READ_PER_POLL = 8 * 1024 * 1024  # bytes one poll reads; the rest waits for the next poll
 
 
 def _crc_table() -> list[int]:
@@ -34,7 +43,8 @@ def _crc_table() -> list[int]:
 _TABLE = _crc_table()
 
 
-def crc32c(data: bytes) -> int:
+def crc32c_py(data: bytes) -> int:
+    """CRC-32C (Castagnoli), pure Python: the fallback when google-crc32c's C code is not installed."""
     crc = 0xFFFFFFFF
     table = _TABLE
     for byte in data:
@@ -42,9 +52,31 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
+try:  # google-crc32c falls back to its own pure-Python code without its extension: use it only as C
+    import google_crc32c as _google_crc32c
+
+    crc32c_c = _google_crc32c.value if getattr(_google_crc32c, "implementation", None) == "c" else None
+except ImportError:
+    crc32c_c = None
+
+crc32c = crc32c_c or crc32c_py
+
+
+def use_c_crc32c(enabled: bool = True) -> bool:
+    """Choose the C (when installed) or the pure-Python checksum; returns whether C is now in use."""
+    global crc32c
+    crc32c = crc32c_c if enabled and crc32c_c else crc32c_py
+    return crc32c is crc32c_c
+
+
+def mask(crc: int) -> int:
+    """TFRecord's masked CRC: rotate right by 15 bits and add a constant."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def masked_crc32c(data: bytes) -> int:
     crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF  # mask(), inlined: called twice per record
 
 
 @dataclass
@@ -62,6 +94,8 @@ class TFRecordTail:
     path: Path
     offset: int = 0
     warnings: list[str] = field(default_factory=list)
+    max_read: int = field(default_factory=lambda: READ_PER_POLL)
+    more: bool = False  # the last poll stopped at max_read: whole records are waiting for the next poll
     _warned_tail: bool = False
 
     def _warn(self, text: str) -> None:
@@ -73,36 +107,47 @@ class TFRecordTail:
             st = self.path.stat()
             if st.st_size < self.offset:
                 self.offset = 0  # replaced or truncated: start again
+            self.more = False
             if st.st_size == self.offset:
                 return
             with self.path.open("rb") as fh:
                 fh.seek(self.offset)
-                buf = fh.read()
+                buf = fh.read(self.max_read)
         except OSError as exc:
             self._warn(f"cannot read ({exc})")
             return
+        to_eof = self.offset + len(buf) >= st.st_size
         pos = 0
         while len(buf) - pos >= HEADER:
-            length_bytes = buf[pos:pos + 8]
-            (length,) = struct.unpack("<Q", length_bytes)
-            (len_crc,) = struct.unpack("<I", buf[pos + 8:pos + 12])
-            if len_crc != masked_crc32c(length_bytes) or length > MAX_RECORD:
+            length, len_crc = _HEAD.unpack_from(buf, pos)
+            if len_crc != masked_crc32c(buf[pos:pos + 8]) or length > MAX_RECORD:
                 skip = self._resync(buf, pos + 1)
                 self._warn(f"corrupt record header at byte {self.offset + pos}; skipped {skip - pos} bytes")
                 pos = skip
                 continue
             end = pos + HEADER + length + FOOTER
+            if end > len(buf) and pos == 0 and not to_eof:  # one record bigger than max_read: read all of it
+                try:
+                    with self.path.open("rb") as fh:
+                        fh.seek(self.offset)
+                        buf = fh.read(end)
+                except OSError as exc:
+                    self._warn(f"cannot read ({exc})")
+                    return
+                to_eof = self.offset + len(buf) >= st.st_size
             if end > len(buf):
-                break  # the writer has not finished this record yet
+                break  # the writer has not finished this record yet, or the rest is for the next poll
             data = buf[pos + HEADER:pos + HEADER + length]
-            (data_crc,) = struct.unpack("<I", buf[end - FOOTER:end])
+            (data_crc,) = _CRC.unpack_from(buf, end - FOOTER)
             pos = end
             if data_crc != masked_crc32c(data):
                 self._warn(f"record with a bad checksum at byte {self.offset + end - length - HEADER - FOOTER} skipped")
                 continue
             yield data
         self.offset += pos
-        if self.offset < st.st_size and not self._warned_tail and time.time() - st.st_mtime > TRUNCATED_AFTER_S:
+        if not to_eof:
+            self.more = True
+        elif self.offset < st.st_size and not self._warned_tail and time.time() - st.st_mtime > TRUNCATED_AFTER_S:
             self._warned_tail = True
             self._warn(f"ends with {st.st_size - self.offset} bytes of a truncated record (ignored)")
 
@@ -115,15 +160,21 @@ class TFRecordTail:
         return max(start, len(buf) - HEADER + 1)
 
 
-def event_pb2() -> Any:
-    from tensorboard.compat.proto import event_pb2 as module
+_event_pb2: Any = None
 
-    return module
+
+def event_pb2() -> Any:
+    global _event_pb2
+    if _event_pb2 is None:
+        from tensorboard.compat.proto import event_pb2 as module
+
+        _event_pb2 = module
+    return _event_pb2
 
 
 def scalars(payload: bytes, warnings: list[str], path: Path) -> list[Scalar]:
     """The scalar values of one serialized Event (simple_value or a 0-d float tensor)."""
-    event = event_pb2().Event()
+    event = (_event_pb2 or event_pb2()).Event()
     try:
         event.ParseFromString(payload)
     except Exception as exc:  # protobuf DecodeError: a checksummed but unparsable record
@@ -133,6 +184,7 @@ def scalars(payload: bytes, warnings: list[str], path: Path) -> list[Scalar]:
     if not event.HasField("summary"):
         return []
     out = []
+    step, wall_time = int(event.step), float(event.wall_time)
     for value in event.summary.value:
         kind = value.WhichOneof("value")
         if kind == "simple_value":
@@ -145,5 +197,5 @@ def scalars(payload: bytes, warnings: list[str], path: Path) -> list[Scalar]:
             number = struct.unpack("<f" if value.tensor.dtype == 1 else "<d", value.tensor.tensor_content)[0]
         else:
             continue
-        out.append(Scalar(int(event.step), value.tag, number, float(event.wall_time)))
+        out.append(Scalar(step, value.tag, number, wall_time))
     return out

@@ -167,3 +167,22 @@ async def test_chart_keeps_a_one_step_spike_among_a_million_points() -> None:
     assert float(label) >= 10.0  # the spike sets the top of the axis
     drawn = [i for i, ch in enumerate(top_row) if ch.strip()]
     assert drawn and all(abs(i / len(top_row) - 0.654) < 0.05 for i in drawn), "the spike is drawn where it happened"
+
+
+async def test_a_newly_chosen_model_trains_from_its_weights(tmp_path: Path, write_spec) -> None:  # type: ignore[no-untyped-def]
+    """The demo spec's `init: random` belongs to the demo model: typing a hub id must not carry it over
+    (that would silently train the hub model from a random init)."""
+    spec = specmod.load(write_spec())
+    assert spec.model.init == "random"
+    app = make_app(runs_dir=tmp_path / "runs", setup_spec=spec, start="setup")
+    async with app.run_test(size=(120, 40)) as pilot:
+        setup = app.screen
+        assert isinstance(setup, SetupScreen)
+        await wait_for(lambda: setup.plan is not None and not setup.is_planning)(pilot)
+        shown = setup.query_one("#model").value
+        setup.query_one("#model").value = "bert-base-uncased"
+        await wait_for(lambda: setup.data["model"]["name_or_path"] == "bert-base-uncased")(pilot)
+        assert setup.data["model"]["init"] == "pretrained"
+        setup.query_one("#model").value = shown  # back to the model the spec set a random init for
+        await wait_for(lambda: setup.data["model"]["name_or_path"] == shown)(pilot)
+        assert setup.data["model"]["init"] == "random"

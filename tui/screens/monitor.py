@@ -88,6 +88,7 @@ class MonitorScreen(Screen[None]):
         self.lock = threading.Lock()
         self.watcher = AlertWatcher()
         self.estimate: dict[str, int] | None = None  # the plan's peak_allocated and device_used bytes
+        self.planned: dict[str, Any] | None = None  # plan.json written at launch: planned step time, wall time, peak
         self.status: dict[str, Any] = {}
         self.sample: dict[str, Any] | None = None
         self.alerts: list[str] = []
@@ -139,9 +140,19 @@ class MonitorScreen(Screen[None]):
 
     def _plan_estimate(self) -> None:
         """The plan of an ftui run's own spec, for memory against estimate (GPU strategies only)."""
-        from runners import spec as specmod
-        from runners.plan import make_plan
+        import json
 
+        from runners import spec as specmod
+        from runners.plan import PLAN_FILE, make_plan
+
+        try:
+            self.planned = json.loads((self.run_dir / PLAN_FILE).read_text())  # type: ignore[operator]
+        except (OSError, ValueError):
+            self.planned = None
+        if self.planned and self.planned.get("strategy") != "cpu" and self.planned.get("peak_allocated_bytes"):
+            self.estimate = {"peak": self.planned["peak_allocated_bytes"], "device": self.planned["device_used_bytes"]}
+            self.watcher.peak_estimate_bytes = self.planned["peak_allocated_bytes"]
+            return
         try:
             spec = specmod.load(self.run_dir / rundir.SPEC_FILE)  # type: ignore[operator]
             if spec.hardware.strategy == "cpu":
@@ -208,7 +219,8 @@ class MonitorScreen(Screen[None]):
         if message.count or first:
             self.redraw()
         else:
-            self.query_one(ProgressPanel).show(self.history, self.status, self.app.clock())  # type: ignore[attr-defined]
+            self.query_one(ProgressPanel).show(self.history, self.status, self.app.clock(),  # type: ignore[attr-defined]
+                                               self.planned)
         if message.log_tail is not None or first:
             self.query_one(LogTail).show(message.log_tail)
         self._status_line()
@@ -237,7 +249,7 @@ class MonitorScreen(Screen[None]):
             if "learning_rate" in h.series:
                 lr.set_lines([ChartLine("lr", h.series["learning_rate"].downsample(lr.plot_width()), "chart--line3",
                                         smoothable=False)])
-            self.query_one(ProgressPanel).show(h, self.status, self.app.clock())  # type: ignore[attr-defined]
+            self.query_one(ProgressPanel).show(h, self.status, self.app.clock(), self.planned)  # type: ignore[attr-defined]
             self.query_one(EvalTable).show(h)
             self.query_one(CheckpointList).show(h)
             self.query_one(ResourcePanel).show(self.sample, h, self.estimate, compact=self.has_class("-narrow"))

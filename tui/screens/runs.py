@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from runners import events as ev
-from runners import rundir
+from runners import rundir, runstate
 from tui.messages import RunsScanned
 from tui.widgets.panels import fmt_duration
 
@@ -117,7 +117,7 @@ class RunsScreen(Screen[None]):
         rows = []
         now = self.app.clock()  # type: ignore[attr-defined]
         for path in rundir.list_runs(self.runs_dir):
-            status = rundir.read_status(path) or {}
+            status = runstate.effective_status(path) or {}  # the same reconciled state as ftui runs
             summary = self.summaries.get(path)
             if summary is None:
                 summary = self.summaries[path] = RunSummary(ev.TailReader(path / ev.EVENTS_FILE,
@@ -126,7 +126,8 @@ class RunsScreen(Screen[None]):
             started = status.get("started_at") or status.get("created_at")
             end = status.get("ended_at") or (now if status.get("state") in ("pending", "running") else None)
             rows.append({
-                "path": path, "run": path.name, "state": status.get("state") or "unknown",
+                "path": path, "run": path.name,
+                "state": (status.get("state") or "unknown") + (" (orphaned)" if status.get("orphaned") else ""),
                 "runner": status.get("runner") or "", "step": f"{summary.step}/{summary.max_steps or '?'}",
                 "best": best_text(summary), "duration": fmt_duration(end - started) if started and end else "-",
                 "started": time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-",

@@ -14,6 +14,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
@@ -24,9 +25,11 @@ from runners.errors import UserError
 from tui.messages import PlanReady
 from tui.screens import setup_fields as sf
 from tui.widgets.data_preview import preview
-from tui.widgets.plan_view import PlanView, lever_label
+from tui.widgets.plan_view import PlanView, lever_label, probe_content
 
 PLAN_DEBOUNCE = 0.3
+PROBE_TIMEOUT = 600.0  # seconds for the whole probe (two worker processes)
+PROBE_STEPS = 4
 
 
 class SetupScreen(Screen[None]):
@@ -39,6 +42,8 @@ class SetupScreen(Screen[None]):
         Binding("ctrl+f", "pick_file", "Pick data", priority=True),
         Binding("ctrl+o", "open_spec", "Open spec", priority=True),
         Binding("ctrl+s", "save_spec", "Save spec", priority=True),
+        Binding("ctrl+p", "probe", "Probe", priority=True,
+                tooltip="run a few real training steps in a subprocess and correct the plan with them"),
         Binding("escape", "back", "Runs"),
     ]
 
@@ -46,6 +51,7 @@ class SetupScreen(Screen[None]):
         super().__init__()
         self.base = base or Path.cwd()
         self.data: dict[str, Any] = spec.to_dict()
+        self.initial_model, self.initial_init = spec.model.name_or_path, spec.model.init
         self.spec_path = spec_path
         self.plan: dict[str, Any] | None = None
         self.form_error: str | None = None
@@ -54,6 +60,10 @@ class SetupScreen(Screen[None]):
         self._plan_timer: Any = None
         self._launching = False
         self.is_planning = False
+        self.probing = False
+        self.probe: dict[str, Any] | None = None  # the last probe's result
+        self.probe_steps = PROBE_STEPS
+        self.probe_timeout = PROBE_TIMEOUT
         self.shown: set[str] = set()  # panes filled by workers (tests wait for them)
 
     # -- layout ---------------------------------------------------------------------------------
@@ -88,6 +98,7 @@ class SetupScreen(Screen[None]):
                                                              id="gradient_checkpointing", compact=True))
             with VerticalScroll(id="plan-pane"):
                 yield PlanView(id="plan")
+                yield Static(id="probe")
                 yield Static("levers", id="levers-label", classes="pane-label")
                 yield OptionList(id="levers")
                 yield Static(id="command")
@@ -97,6 +108,11 @@ class SetupScreen(Screen[None]):
         self.fill()
         self.query_one("#model", Input).focus()
         self._gpus()
+
+    def on_unmount(self) -> None:
+        from runners import probe
+
+        probe.stop_all()  # a probe still running must not outlive the screen
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 100, "-narrow")
@@ -122,11 +138,23 @@ class SetupScreen(Screen[None]):
         self._preview()
         self.schedule_plan()
 
+    def _same_path(self, a: str, b: str) -> bool:
+        """Whether two model fields name the same thing (the form shows paths relative to its base)."""
+        def norm(v: str) -> str:
+            p = self.base / v
+            return str(p.resolve()) if v and p.exists() else v
+        return norm(a) == norm(b)
+
     def read_form(self) -> None:
         """Widgets -> ``self.data``; a field that does not parse is kept as the form's error."""
         d = self.data
         self.form_error = None
-        d["model"]["name_or_path"] = self.query_one("#model", Input).value.strip()
+        model = self.query_one("#model", Input).value.strip()
+        if model != d["model"]["name_or_path"]:
+            # a random init belongs to the model it was set for: a newly chosen model trains from its weights
+            # (the preflight says how to set model.init: random for a config without weights)
+            d["model"]["init"] = self.initial_init if self._same_path(model, self.initial_model) else "pretrained"
+        d["model"]["name_or_path"] = model
         d["dataset"]["train"] = self.query_one("#dataset", Input).value.strip()
         for key, target in (("task", ("task",)), ("runner", ("runner",)), ("strategy", ("hardware", "strategy"))):
             value = self.query_one(f"#{key}", Select).value
@@ -155,6 +183,9 @@ class SetupScreen(Screen[None]):
         self.read_form()
         if event.control.id == "dataset":
             self._preview()
+        if self.probe is not None and not self.probing:
+            self.probe = None
+            self.query_one("#probe", Static).update("")
         self.schedule_plan()
 
     # -- plan ---------------------------------------------------------------------------------------
@@ -172,17 +203,29 @@ class SetupScreen(Screen[None]):
             return
         self._plan(self.generation, sf.absolute_paths(self.data, self.base))
 
+    def _plan_kwargs(self, spec: specmod.RunSpec) -> tuple[dict[str, Any], bool]:
+        """make_plan's machine arguments from the telemetry: GPU memory and model, host RAM."""
+        from runners import timing
+
+        sample = self.app.telemetry().sample()  # type: ignore[attr-defined]
+        gpus = [g for g in (sample.get("gpus") or []) if g.get("memory_total")]
+        gib = spec.hardware.gpu_memory_gib or (min(g["memory_total"] for g in gpus) / 2**30 if gpus else None)
+        name = str(gpus[0].get("name") or "") if gpus else ""
+        ram = sample.get("ram_total")
+        kwargs = {"gpu_memory_gib": gib if spec.hardware.strategy != "cpu" else None,
+                  "gpu_name": name if name and timing.find_gpu(name) else None,
+                  "host_memory_gib": ram / 2**30 if ram else None}
+        return kwargs, bool(gpus) and not spec.hardware.gpu_memory_gib and spec.hardware.strategy != "cpu"
+
     @work(thread=True, group="plan")
     def _plan(self, generation: int, data: dict[str, Any]) -> None:
         from runners.plan import make_plan
 
         try:
             spec = sf.to_spec(data)
-            gpus = [g["memory_total"] for g in (self.app.telemetry().sample().get("gpus") or [])  # type: ignore[attr-defined]
-                    if g.get("memory_total")]
-            gib = spec.hardware.gpu_memory_gib or (min(gpus) / 2**30 if gpus else None)
-            plan = make_plan(spec, gpu_memory_gib=gib if spec.hardware.strategy != "cpu" else None).to_json()
-            if gpus and not spec.hardware.gpu_memory_gib and spec.hardware.strategy != "cpu":
+            kwargs, nvml = self._plan_kwargs(spec)
+            plan = make_plan(spec, **kwargs).to_json()
+            if nvml:
                 plan["gpu_memory_source"] = "NVML"
             command = sf.launch_command(spec)
         except UserError as exc:
@@ -212,6 +255,50 @@ class SetupScreen(Screen[None]):
             "levers: none needed" if (message.plan or {}).get("fits") else "levers: none")
         command = self.query_one("#command", Static)
         command.update(sf.command_text(self.spec_path, message.command) if message.command else "")
+
+    # -- probe ----------------------------------------------------------------------------------------
+
+    def action_probe(self) -> None:
+        if self.probing:
+            self.notify("The probe is already running.", severity="warning")
+            return
+        self.read_form()
+        if self.form_error:
+            self.notify(self.form_error, severity="error", timeout=10)
+            return
+        self.probing = True
+        self.probe = None
+        self.query_one("#probe", Static).update(Content.styled(
+            f"probe: running a few real training steps at two batch sizes (timeout {self.probe_timeout:g}s)...",
+            "$text-muted"))
+        self._probe(sf.absolute_paths(self.data, self.base))
+
+    @work(thread=True, group="probe")
+    def _probe(self, data: dict[str, Any]) -> None:
+        """The probe runs in subprocesses (runners.probe_worker): torch never loads into the UI process."""
+        from runners import probe
+        from runners.plan import apply_probe, make_plan
+
+        try:
+            spec = sf.to_spec(data)
+            kwargs, _ = self._plan_kwargs(spec)
+            plan = make_plan(spec, **kwargs)
+            apply_probe(plan, probe.run(plan, timeout=self.probe_timeout, steps=self.probe_steps))
+            result, error = plan.to_json(), None
+        except UserError as exc:
+            result, error = None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a probe bug must not take the form down
+            result, error = None, f"{type(exc).__name__}: {exc}"
+        self.app.call_from_thread(self._probed, result, error)
+
+    def _probed(self, plan: dict[str, Any] | None, error: str | None) -> None:
+        self.probing = False
+        if plan is None:
+            self.query_one("#probe", Static).update(Content.assemble(("probe failed: ", "bold $error"), error or ""))
+            return
+        self.probe = plan["probe"]
+        self.query_one("#probe", Static).update(probe_content(plan))
+        self.shown.add("#probe")
 
     def _preview(self) -> None:
         self._read_preview(self.query_one("#dataset", Input).value.strip())

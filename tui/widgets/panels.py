@@ -60,10 +60,38 @@ def state_part(state: str) -> Part:
     return (state, STATE_STYLES.get(state, ""))
 
 
+def actual_step_s(history: RunHistory) -> float | None:
+    """Seconds per optimizer step so far (evaluations and saves included, as the run's wall time)."""
+    if not (history.started_at and history.last_event_at and history.step > 0):
+        return None
+    return (history.last_event_at - history.started_at) / history.step
+
+
+def plan_vs_actual(history: RunHistory, planned: dict[str, Any], eta: float | None) -> Part:
+    """One line: the step time measured so far against the plan's, and the ETA against the plan's."""
+    plan_step = float(planned["step_s"])
+    actual = actual_step_s(history)
+    line = f"\nstep {actual:.3g}s" if actual else "\nstep -"
+    line += f" vs plan {plan_step:.3g}s"
+    off = actual is not None and not (planned.get("step_s_band") and None not in planned["step_s_band"]
+                                      and planned["step_s_band"][0] <= actual <= planned["step_s_band"][1])
+    if actual:
+        line += f" ({100 * (actual / plan_step - 1):+.0f}%)"
+    total = history.max_steps or planned.get("total_steps")
+    if total:
+        plan_left = max(0, total - history.step) * plan_step
+        line += f"  ETA {fmt_duration(eta) if eta is not None else '-'} vs plan {fmt_duration(plan_left)}"
+    if planned.get("wall_s"):
+        line += f"  planned run {fmt_duration(planned['wall_s'])}"
+    return (line, "$warning" if off else "$text-muted")
+
+
 class ProgressPanel(Static):
     """State, step/epoch with a bar, throughput and ETA: two lines (three with an error)."""
 
-    def show(self, history: RunHistory, status: dict[str, Any], now: float) -> None:
+    def show(self, history: RunHistory, status: dict[str, Any], now: float,
+             planned: dict[str, Any] | None = None) -> None:
+        """``planned``: the run's plan.json (written at launch), for step time and ETA against the plan."""
         state = status.get("state") or history.state
         if history.state in ("finished", "stopped", "crashed") and state in ("running", "unknown"):
             state = history.state
@@ -93,6 +121,8 @@ class ProgressPanel(Static):
         if lr is not None:
             rates += f"  lr {lr:.2e}"
         parts.append(rates)
+        if planned and planned.get("step_s"):
+            parts.append(plan_vs_actual(history, planned, eta))
         error = history.error or status.get("error")
         if error and state in ("crashed", "killed"):
             parts.append((f"\n{error}", "$error"))
@@ -160,7 +190,7 @@ class ResourcePanel(Static):
 
 
 class CheckpointList(Static):
-    """Saved checkpoints, newest last, the best one marked."""
+    """Saved checkpoints, newest last, the best one marked, rotated-away ones marked removed."""
 
     def show(self, history: RunHistory) -> None:
         if not history.checkpoints:
@@ -173,6 +203,9 @@ class CheckpointList(Static):
             value = c.get("value")
             metric = f"  {c.get('metric')}={value:.4g}" if isinstance(value, (int, float)) else ""
             name = str(c.get("path") or "").rstrip("/").rsplit("/", 1)[-1]
+            if c.get("removed"):  # rotated away by save_total_limit: listed, but no longer on disk
+                parts.append((f"  step {c.get('step')}  {name}{metric}  (removed)\n", "strike $text-muted"))
+                continue
             parts.append((f"{'★' if best else ' '} step {c.get('step')}  {name}{metric}\n",
                           "bold $success" if best else ""))
         self.update(Content.assemble(*parts))

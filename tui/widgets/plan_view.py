@@ -74,6 +74,10 @@ def plan_content(plan: dict[str, Any], width: int) -> Content:
     parts.append(f"\nmodel {model.get('family')} {human_count(int(model.get('params') or 0))} params "
                  f"({human_count(int(model.get('trainable_params') or 0))} trainable, {model.get('source')})"
                  f" · max batch {plan.get('max_per_device_train_batch_size')}")
+    parts.extend(time_parts(plan))
+    if plan.get("fits_host") is False:
+        parts.append((f"\nhost RAM: needs {size(plan.get('host_ram_bytes') or 0)} of "
+                      f"{size(plan.get('host_ram_capacity_bytes') or 0)}", "bold $error"))
     cad = plan.get("cadence") or {}
     if cad:
         res = cad.get("resolved") or {}
@@ -83,6 +87,46 @@ def plan_content(plan: dict[str, Any], width: int) -> Content:
         parts.append((f"\n{line}", "$text-muted"))
     for line in plan.get("warnings") or []:
         parts.append((f"\n⚠ {line}", "$warning"))
+    return Content.assemble(*parts)
+
+
+def duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.2g} s"
+
+
+def time_parts(plan: dict[str, Any]) -> list[Part]:
+    """One line: step time, wall time and GPU-hours (with their band), or why there is no estimate."""
+    t = plan.get("time")
+    if not t:
+        return [(f"\ntime: {plan.get('time_note') or 'not estimated'}", "$text-muted")] if plan.get("time_note") else []
+    step, wall = t["step_s"], t["wall_s"]
+    band = round(100 * (step["high"] / step["value"] - 1))
+    line = (f"\ntime: {duration(step['value'])}/step ±{band}% · {t['total_steps']} steps ≈ {duration(wall['value'])}"
+            f" · {t['tokens_per_s']['value']:,.0f} tok/s")
+    if t.get("gpu_hours"):
+        line += f" · {t['gpu_hours']['value']:.2f} GPU-h"
+    if t.get("cost"):
+        line += f" · cost {t['cost']['value']:,.2f}"
+    line += f" ({t['gpu'] or 'CPU'}, {'probe' if t['source'] == 'probe' else 'estimate'})"
+    return [line]
+
+
+def probe_content(plan: dict[str, Any]) -> Content:
+    """The probe's result under the preview: its message, measured peak and largest batch, step time."""
+    probe = plan.get("probe") or {}
+    ok = probe.get("status") == "ok"
+    parts: list[Part] = [("probe: ", "bold $success" if ok else "bold $error"), probe.get("message") or ""]
+    mem = probe.get("memory")
+    if mem:
+        parts.append(f"\nmeasured peak {size(mem['peak_allocated_bytes'])} at {mem['phase']} (estimate "
+                     f"{size(mem['estimated_peak_allocated_bytes'])}) · largest batch {mem['max_per_device_train_batch_size']}")
+    if ok and probe.get("step_s"):
+        parts.append(f"\nstep {probe['step_s']:.3g} s at batch {probe.get('batch')} on {probe.get('device')}")
+    parts.extend(time_parts(plan))
     return Content.assemble(*parts)
 
 
