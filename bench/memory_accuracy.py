@@ -160,8 +160,9 @@ def main() -> None:
             lim = ISSUE_LIMITS.get(r["id"])
             ok = r["max_batch"] >= r["batch"] if lim is None else r["max_batch"] <= lim[0]
             text = f"measured: {lim[0]} fits, {lim[1]} fails (issue)" if lim else f"measured: {r['batch']} fits"
-            share = f"  {100 * r['max_batch'] / lim[0]:.0f}% of the limit" if lim else ""
-            flag = "" if (lim is None or r["max_batch"] <= lim[0]) else "  ABOVE THE LIMIT"
+            share = f"  {100 * r['max_batch'] / lim[0]:.0f}% of the largest measured fit" if lim else ""
+            flag = "" if (lim is None or r["max_batch"] <= lim[0]) else \
+                f"  above the largest measured fit: unverified (the limit lies between {lim[0]} and {lim[1]})"
             print(f"  {r['id']:40} plan {r['max_batch']:4d}   {text}{share}{flag}{'' if ok or lim else '  (below a batch that ran)'}")
     if "--write-bands" in sys.argv:
         write_bands(rows)

@@ -49,7 +49,7 @@ def _math_attention(q, k, v, mask, p, scale):  # noqa: ANN001
     attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * scale + mask, dim=-1)
     if p:
         attn = torch.native_dropout(attn, p, True)[0]
-    return torch.matmul(attn, v)
+    return torch.matmul(attn.to(v.dtype), v)  # under autocast the matmul takes a half copy of the probabilities
 
 
 class CudaLike(TorchFunctionMode):

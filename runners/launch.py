@@ -18,29 +18,29 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from runners import loopback, rundir
+from runners import loopback, rundir, strategies
 from runners import spec as specmod
 from runners.errors import UserError
 from runners.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-DEEPSPEED = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-FSDP = ("fsdp", "fsdp_shard_grad_op")
+DEEPSPEED = strategies.DEEPSPEED
+FSDP = strategies.FSDP
 # Environment passed through to the job and written into launch.sh (never secrets).
 PASS_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "WANDB_MODE", "WANDB_PROJECT",
             "CUDA_VISIBLE_DEVICES", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "DS_BUILD_OPS")
 
 
 def choose_launcher(spec: RunSpec) -> str:
-    """python for one process; deepspeed for ZeRO; accelerate for FSDP; torchrun for DDP."""
+    """The strategy table's launcher (deepspeed for ZeRO, accelerate for FSDP); python for one process,
+    torchrun for more."""
     hw = spec.hardware
     if hw.launcher != "auto":
         return hw.launcher
-    if hw.strategy in DEEPSPEED:
-        return "deepspeed"
-    if hw.strategy in FSDP:
-        return "accelerate"
-    return "torchrun" if hw.num_processes > 1 else "python"
+    launcher = strategies.BY_NAME[hw.strategy].launcher
+    if launcher in ("python", "torchrun"):
+        return "torchrun" if hw.num_processes > 1 else "python"
+    return launcher
 
 
 def free_port() -> int:
@@ -60,14 +60,14 @@ def _bin(name: str) -> str:
 
 def deepspeed_config(strategy: str, mixed: str | None) -> dict:
     """A ZeRO config with the Trainer's "auto" values (it fills batch sizes, lr, clipping, buckets)."""
-    stage = int(strategy[4])
+    stage = strategies.BY_NAME[strategy].zero_stage
     zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True, "reduce_bucket_size": "auto"}
     if stage < 3:
         zero["allgather_bucket_size"] = 2e8
     else:
         zero.update({"stage3_prefetch_bucket_size": "auto", "stage3_param_persistence_threshold": "auto",
                      "stage3_gather_16bit_weights_on_model_save": True})
-    if strategy.endswith("offload"):
+    if strategies.BY_NAME[strategy].offload:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         if stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from runners import activations
+from runners import activations, strategies
 from runners.models import DTYPE_BYTES, Arch, lora_params, linear_weight_params, params_for_task
 
 GIB = 1024**3
 MIB = 1024**2
 PHASES = ("forward", "backward", "optimizer step", "eval")
-SHARDED = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload", "fsdp", "fsdp_shard_grad_op")
-DEEPSPEED = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-MULTI = ("ddp",) + SHARDED
+SHARDED = strategies.SHARDED
+DEEPSPEED = strategies.DEEPSPEED
+MULTI = strategies.MULTI
 ALLOCATOR_SLACK = 0.02  # the caching allocator's rounding and small-block reserve over the peak
 BANDS = Path(__file__).resolve().parent.parent / "assets" / "memory_bands.json"  # written by bench/memory_accuracy.py
 DEFAULT_CONTEXT_MIB = 1000.0  # CUDA context, cuBLAS/cuDNN workspaces, kernels loaded by torch
@@ -158,18 +158,20 @@ def estimate(inp: MemoryInput) -> Estimate:
     gathered = 0.0
     buckets = 0.0
     layer_params = arch.largest_layer if arch.largest_layer < arch.vocab * arch.hidden else _layer_params(arch)
-    if inp.strategy in ("zero1",):
+    row = strategies.BY_NAME[inp.strategy]
+    on_gpu = not row.offload  # offloaded states are counted on the host below
+    if row.shards_states and not row.shards_grads:
         master, states, step_temp = master / n, states / n, step_temp / n
-    elif inp.strategy in ("zero2", "zero3", "fsdp", "fsdp_shard_grad_op"):
+    elif row.shards_grads and on_gpu:
         master, states, step_temp, grads = master / n, states / n, step_temp / n, grads / n
-    if inp.strategy in ("zero3", "fsdp") and n > 1:
+    if row.shards_params and on_gpu and n > 1:
         weights = weights / n
         gathered = 3 * layer_params * prec.matmul  # current + prefetched unit, + unsharded grads of one unit
         if inp.strategy == "zero3":
             gathered = max(gathered, 4 * arch.largest_layer * 1.0)
     if inp.strategy == "fsdp_shard_grad_op":
         gathered = total * prec.matmul * (1 - 1 / n)  # parameters stay gathered through forward and backward
-    if inp.strategy in ("zero2_offload", "zero3_offload"):
+    if row.offload:
         host_states = master + states + step_temp + trainable * 4.0
         host += host_states  # pinned host memory, per node
         master = states = step_temp = 0.0
@@ -201,7 +203,8 @@ def estimate(inp: MemoryInput) -> Estimate:
     if tr is not None:
         route = f"traced ({tr.route})"
         if tr.route != "cached":
-            notes.append(f"activations counted from the model itself on the meta device ({tr.route}, cached)")
+            kept = "" if "cached" in tr.route else ", now cached"
+            notes.append(f"activations counted from the model itself on the meta device ({tr.route}{kept})")
         unsharded = inp.strategy in ("single", "ddp") and not lora
         if lora:
             back_grads, back_extra = lora * 4.0, tr.backward_peak - tr.saved

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from runners import cadence as cadence_mod
-from runners import memory, models, strategy, timing
+from runners import memory, models, strategies, strategy, timing
 from runners.errors import UserError
 from runners.memory import GIB, MemoryInput
 from runners.spec import RunSpec
 
 DEFAULT_GPU_GIB = 80.0
 DEFAULT_SAMPLES = 10_000
-GPU_STRATEGIES_MIN = {"ddp": 2, "zero1": 1, "zero2": 1, "zero3": 1, "zero2_offload": 1, "zero3_offload": 1,
-                      "fsdp": 1, "fsdp_shard_grad_op": 1, "single": 1}
+GPU_STRATEGIES_MIN = strategies.MIN_GPUS
 
 
 @dataclass
@@ -154,7 +153,7 @@ def memory_input(spec: RunSpec, model: models.ResolvedModel, capacity: float) ->
     texts = 2 if (spec.runner == "sentence_transformers" or spec.task == "embedding") else 1
     mixed = "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else None
     optim = t.get("optim") or ("adamw_torch" if spec.runner == "simpletransformers" else "adamw_torch_fused")
-    if optim not in ("adamw_torch", "adamw_torch_fused", "adafactor", "adamw_bnb_8bit", "sgd", "adamw_hf"):
+    if optim not in strategies.PLANNED_OPTIMIZERS:
         raise UserError(f"--optim '{optim}' is not one ftui can plan. Choose adamw_torch, adamw_torch_fused, "
                         "adafactor, adamw_bnb_8bit or sgd.")
     return MemoryInput(

@@ -23,22 +23,19 @@ from typing import Any
 
 import yaml
 
-from runners import redaction, spec_types
+from runners import redaction, spec_types, strategies
 from runners.errors import UserError, did_you_mean
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 RUNNERS = ("hf_trainer", "simpletransformers", "sentence_transformers")
 TASKS = ("seq-cls", "causal-lm", "seq2seq", "token-cls", "embedding")
-STRATEGIES = (
-    "cpu", "single", "ddp", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload",
-    "fsdp", "fsdp_shard_grad_op",
-)
-LAUNCHERS = ("auto", "python", "torchrun", "accelerate", "deepspeed")
+STRATEGIES = strategies.NAMES
+LAUNCHERS = strategies.LAUNCHERS
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 MODEL_INITS = ("pretrained", "random")
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "adamw_bnb_8bit", "sgd")
+OPTIMIZERS = strategies.OPTIMIZERS
 
 # Secret values are never written to disk (spec, launch.sh, logs): see runners/redaction.py for the rule.
 REDACTED = redaction.REDACTED

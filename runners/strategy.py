@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runners import memory
+from runners import memory, strategies
 from runners.memory import GIB, Estimate, MemoryInput
 
 
@@ -102,7 +102,7 @@ def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, Memory
             if strategy != inp.strategy:
                 out.append((text.split(":")[0], {"strategy": strategy}, text,
                             replace(inp, strategy=strategy, mixed=inp.mixed or "bf16")))
-    elif inp.strategy not in ("cpu", "zero2_offload", "zero3_offload"):
+    elif inp.strategy not in ("cpu",) + strategies.OFFLOAD:
         out.append(("ZeRO-3 offload", {"strategy": "zero3_offload"},
                     "parameters and optimizer states in CPU RAM, gathered layer by layer (slow, needs host RAM)",
                     replace(inp, strategy="zero3_offload", mixed=inp.mixed or "bf16")))

@@ -56,7 +56,7 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
     h = config_hash(cfg)
     if h in _memo:
         return _memo[h]
-    out: dict[str, Any] = {"facts": {}, "fits": {}}
+    out: dict[str, Any] = {"facts": {}, "fits": {}, "failed": {}}
     for path in (BUNDLED / f"{h}.json", cache_dir() / f"{h}.json"):
         try:
             data = json.loads(path.read_text())
@@ -65,6 +65,7 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
         if data.get("version") == VERSION:
             out["facts"].update(data.get("facts", {}))
             out["fits"].update(data.get("fits", {}))
+            out["failed"].update(data.get("failed", {}))
     _memo[h] = out
     return out
 
@@ -72,7 +73,8 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
 def learn(cfg: dict[str, Any], keys: list[str], out_path: Path | None = None) -> float:
     """Trace the missing keys in a subprocess (imports torch there, not here); seconds spent."""
     known = load(cfg)
-    missing = [k for k in dict.fromkeys(keys) if k not in known["fits"] or k.split("/")[0] not in known["facts"]]
+    missing = [k for k in dict.fromkeys(keys) if k not in known["failed"] and
+               (k not in known["fits"] or k.split("/")[0] not in known["facts"])]
     if not missing:
         return 0.0
     target = out_path or cache_dir() / f"{config_hash(cfg)}.json"

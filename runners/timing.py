@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from runners import strategies
 from runners.memory import DEEPSPEED, MemoryInput
 from runners.models import Arch, params_for_task
 
@@ -210,7 +211,7 @@ def step_time(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int = 1,
     layers = inp.arch.layers + inp.arch.decoder_layers
     overhead = LAYER_S * layers * (1.33 if inp.gradient_checkpointing else 1.0) + MICRO_S
     t_bytes = 4 if (inp.lora_r or inp.dtype == "float32" or inp.strategy in DEEPSPEED) else 2
-    shards = inp.num_gpus if inp.strategy in ("zero1", "zero2", "zero3", "fsdp", "fsdp_shard_grad_op") else 1
+    shards = inp.num_gpus if inp.strategy in strategies.SHARDED and inp.strategy not in strategies.OFFLOAD else 1
     traffic = 7 * t_bytes * trainable / shards * OPT_TRAFFIC.get(inp.optim, 1.0)
     optimizer = traffic / (gpu.bandwidth_gbs * 1e9)
     optimizer += OPT_TENSOR_S.get(inp.optim, 0.0) * (_param_tensors(inp.arch) if not inp.lora_r else 2 * layers)
@@ -223,7 +224,7 @@ def step_time(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int = 1,
         grad_bytes = trainable * (2 if inp.mixed or inp.dtype != "float32" else 4)
         factor = 3.0 if inp.strategy in ("zero3", "zero3_offload", "fsdp") else 2.0  # all-reduce, + param gathers
         parts["communication"] = factor * grad_bytes * (inp.num_gpus - 1) / inp.num_gpus / (gpu.link_gbs * 1e9)
-    if inp.strategy in ("zero2_offload", "zero3_offload"):
+    if inp.strategy in strategies.OFFLOAD:
         parts["optimizer"] = 0.0
         parts["CPU offload"] = 16.0 * trainable / (HOST_OFFLOAD_GBS * 1e9)
     total = sum(parts.values())

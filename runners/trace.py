@@ -228,14 +228,19 @@ def learn(cfg: dict[str, Any], keys: list[str], known: dict[str, Any] | None = N
     """Facts and fits for each key (task/mode/attn/gc/anchor) not already in ``known``."""
     out: dict[str, Any] = known or {"version": VERSION, "facts": {}, "fits": {}}
     for k in keys:
-        task = k.split("/")[0]
-        if task not in out["facts"]:
-            out["facts"][task] = facts(cfg, task)
-        if k.endswith("/facts"):
-            continue
-        task, mode, attn, gc, seq = k.split("/")
-        if k not in out["fits"]:
-            out["fits"][k] = fit(cfg, task, mode, attn, gc == "gc", int(seq))
+        # a setting torch cannot run for this model is recorded as failed, so later plans take the closed
+        # form at once instead of tracing again (and the other settings are still learned)
+        try:
+            task = k.split("/")[0]
+            if task not in out["facts"]:
+                out["facts"][task] = facts(cfg, task)
+            if k.endswith("/facts"):
+                continue
+            task, mode, attn, gc, seq = k.split("/")
+            if k not in out["fits"]:
+                out["fits"][k] = fit(cfg, task, mode, attn, gc == "gc", int(seq))
+        except Exception as exc:  # noqa: BLE001 - whatever the model raises, the plan falls back
+            out.setdefault("failed", {})[k] = f"{type(exc).__name__}: {str(exc)[:300]}"
     return out
 
 

@@ -12,15 +12,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runners import cadence, data
+from runners import cadence, data, strategies
 from runners import events as ev
 from runners.callback import RankInfo, make_event_callback
 from runners.errors import UserError
 from runners.spec import RunSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
-DEEPSPEED_STRATEGIES = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-FSDP_OPTIONS = {"fsdp": "full_shard auto_wrap", "fsdp_shard_grad_op": "shard_grad_op auto_wrap"}
+DEEPSPEED_STRATEGIES = strategies.DEEPSPEED
+FSDP_OPTIONS = strategies.FSDP_OPTIONS
 
 
 def has_weights(name_or_path: str) -> bool:
