@@ -64,6 +64,28 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def wait_until(predicate, timeout: float = 180.0, what: str = "condition", every: float = 0.2):  # noqa: ANN001, ANN201
+    """The predicate's first truthy value, polled until ``timeout``; a clear failure naming ``what`` after it."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def group_gone(pgid: int) -> bool:
+    """No process, zombies included, is left in the process group (strict: an unreaped child counts)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def only_run(runs_dir: Path) -> Path:
     runs = [p for p in runs_dir.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs

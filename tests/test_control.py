@@ -12,19 +12,11 @@ from pathlib import Path
 import psutil
 
 from runners import rundir
-from tests.conftest import ROOT, ftui, only_run, records
+from tests.conftest import ROOT, ftui, only_run, records, wait_until
 
 LONG = {"dataset": {"max_train_samples": None}, "training": {"num_train_epochs": 3, "per_device_train_batch_size": 4}}
 
 
-def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _step(run: Path) -> int:
@@ -40,7 +32,7 @@ def test_graceful_stop_then_resume(tmp_path: Path, write_spec) -> None:
     proc = ftui("run", str(write_spec(**LONG)), "--detach", "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stderr
     run = only_run(runs)
-    _wait_for(lambda: _step(run) >= 5, what="training steps")
+    wait_until(lambda: _step(run) >= 5, what="training steps")
     out = ftui("stop", run.name, "--runs-dir", str(runs), "--wait", "120")
     assert out.returncode == 0 and "stopped" in out.stdout, out.stdout + out.stderr
     status = _status(run)
@@ -57,9 +49,9 @@ def test_graceful_stop_then_resume(tmp_path: Path, write_spec) -> None:
     assert proc.returncode == 0, proc.stderr
     new = Path(proc.stdout.strip().splitlines()[-1])
     assert new != run and _status(new)["resumed_from"] == run.name
-    start = _wait_for(lambda: next((r for r in records(new) if r["type"] == "start"), None), what="resumed start")
+    start = wait_until(lambda: next((r for r in records(new) if r["type"] == "start"), None), what="resumed start")
     assert start["resumed_step"] == stop["step"]
-    _wait_for(lambda: _step(new) > stop["step"], what="steps after resume")
+    wait_until(lambda: _step(new) > stop["step"], what="steps after resume")
     assert ftui("stop", new.name, "--runs-dir", str(runs), "--wait", "120").returncode == 0
     assert _status(new)["state"] == "stopped"
 
@@ -70,15 +62,15 @@ def test_checkpoint_now_and_kill(tmp_path: Path, write_spec) -> None:
                       dataset=LONG["dataset"], cadence={"auto": False})
     assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
     run = only_run(runs)
-    _wait_for(lambda: _step(run) >= 3, what="training steps")
+    wait_until(lambda: _step(run) >= 3, what="training steps")
     assert "checkpoint requested" in ftui("checkpoint", run.name, "--runs-dir", str(runs)).stdout
-    ckpt = _wait_for(lambda: next((r for r in records(run) if r["type"] == "checkpoint"), None), what="checkpoint")
+    ckpt = wait_until(lambda: next((r for r in records(run) if r["type"] == "checkpoint"), None), what="checkpoint")
     assert Path(ckpt["path"]).is_dir() and _status(run)["state"] == "running"
     refused = ftui("kill", run.name, "--runs-dir", str(runs), stdin=subprocess.DEVNULL)
     assert refused.returncode == 2 and "--yes" in refused.stderr
     pids = [p.pid for p in psutil.Process(_status(run)["job_pid"]).children(recursive=True)] + [_status(run)["job_pid"]]
     assert ftui("kill", run.name, "--yes", "--runs-dir", str(runs)).returncode == 0
-    _wait_for(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, what="terminal state")
+    wait_until(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, what="terminal state")
     assert _status(run)["state"] == "killed"
     time.sleep(0.5)
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"], "orphans left"
@@ -89,12 +81,12 @@ def test_job_survives_death_of_ftui(tmp_path: Path, write_spec) -> None:
     spec = write_spec(training={"num_train_epochs": 3})
     front = subprocess.Popen([sys.executable, "-m", "tui", "run", str(spec), "--headless", "--runs-dir", str(runs)],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    run = _wait_for(lambda: next((p for p in runs.glob("*") if rundir.is_run_dir(p)), None) if runs.exists() else None,
+    run = wait_until(lambda: next((p for p in runs.glob("*") if rundir.is_run_dir(p)), None) if runs.exists() else None,
                     what="run dir")
-    _wait_for(lambda: _status(run).get("state") == "running", what="running")
+    wait_until(lambda: _status(run).get("state") == "running", what="running")
     os.killpg(front.pid, signal.SIGKILL)  # the terminal and ftui die together
     front.wait()
-    _wait_for(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, timeout=300, what="run end")
+    wait_until(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, timeout=300, what="run end")
     assert _status(run)["state"] == "finished"
     assert any(r["type"] == "finish" for r in records(run))
 
@@ -145,13 +137,13 @@ def test_no_rank_outlives_its_launcher(tmp_path: Path, write_spec) -> None:
                       training={**LONG["training"], "logging_steps": 1})
     assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
     run = only_run(runs)
-    _wait_for(lambda: _step(run) >= 2, timeout=240, what="training steps")
+    wait_until(lambda: _step(run) >= 2, timeout=240, what="training steps")
     launcher = psutil.Process(_status(run)["job_pid"])
     ranks = [p for p in launcher.children(recursive=True) if "runners.train" in " ".join(p.cmdline())]
     assert len(ranks) == 2 and all(os.getsid(p.pid) != os.getsid(launcher.pid) for p in ranks), \
         "expected torchrun's ranks in sessions of their own"
     launcher.kill()
-    _wait_for(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, timeout=60, what="terminal state")
+    wait_until(lambda: _status(run).get("state") in rundir.TERMINAL_STATES, timeout=60, what="terminal state")
     gone, alive = psutil.wait_procs(ranks, timeout=20)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "ranks outlived their launcher"
     assert _status(run)["state"] in ("killed", "crashed")

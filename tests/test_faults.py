@@ -18,19 +18,11 @@ from runners import control, rundir, runstate
 from runners import events as ev
 from runners.history import RunHistory
 from runners.sources.ftui_run import FtuiRunSource
-from tests.conftest import ftui, only_run, records, tiny_spec
+from tests.conftest import ftui, only_run, records, tiny_spec, wait_until
 
 RANDOM_INIT = {"init": "random"}  # the demo model is config-only (see runners/spec.py model.init)
 
 
-def _wait_for(predicate, timeout: float = 180.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _spec(tmp_path: Path, name: str = "spec.yaml", **overrides) -> Path:
@@ -152,7 +144,7 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path: Path, small_tmpfs) -> Non
                            "logging_steps": 4})
     assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
     run = only_run(runs)
-    status = _wait_for(lambda: _status(run) if not runstate.pid_alive(_status(run).get("pid")) else None,
+    status = wait_until(lambda: _status(run) if not runstate.pid_alive(_status(run).get("pid")) else None,
                        timeout=300, what="the supervisor to end")
     log = (run / rundir.LOG_FILE).read_text(errors="replace")[-3000:]
     assert status["state"] == "crashed", (status, log)
@@ -175,10 +167,10 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path: Path, small_tmpfs) -> Non
     new = Path(resumed.stdout.strip().splitlines()[-1])
     assert yaml.safe_load((new / rundir.SPEC_FILE).read_text())["training"]["resume_from_checkpoint"] == \
         str(run / "output" / "checkpoint-4")
-    start = _wait_for(lambda: next((r for r in records(new) if r["type"] == "start"), None), what="resumed start")
+    start = wait_until(lambda: next((r for r in records(new) if r["type"] == "start"), None), what="resumed start")
     assert start["resumed_step"] == 4
     control.kill(new, grace=5)
-    _wait_for(lambda: runstate.state(new) in rundir.TERMINAL_STATES, what="resumed run to end")
+    wait_until(lambda: runstate.state(new) in rundir.TERMINAL_STATES, what="resumed run to end")
 
 
 def test_supervisor_survives_an_unwritable_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,10 +273,10 @@ def _orphan(tmp_path: Path, runs: Path, **overrides) -> tuple[Path, dict]:
     spec = _spec(tmp_path, **overrides)
     assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
     run = only_run(runs)
-    _wait_for(lambda: _step(run) >= 2, what="training steps")
+    wait_until(lambda: _step(run) >= 2, what="training steps")
     status = _status(run)
     os.kill(status["pid"], signal.SIGKILL)
-    _wait_for(lambda: not runstate.pid_alive(status["pid"]), what="the supervisor to die")
+    wait_until(lambda: not runstate.pid_alive(status["pid"]), what="the supervisor to die")
     return run, status
 
 
@@ -301,7 +293,7 @@ def test_supervisor_sigkilled_job_finishes_every_reader_agrees(tmp_path: Path) -
         assert FtuiRunSource(run).status()["state"] == "running"
     finally:
         os.killpg(status["pgid"], signal.SIGCONT)
-    _wait_for(lambda: not runstate.group_alive(status["pgid"], status.get("job_started_at")), timeout=300,
+    wait_until(lambda: not runstate.group_alive(status["pgid"], status.get("job_started_at")), timeout=300,
               what="the orphaned job to finish")
     assert _status(run)["state"] == "running"  # nobody recorded the end...
     stale = (run / rundir.STATUS_FILE).read_text()
@@ -387,11 +379,11 @@ def test_resume_a_finished_run(rotated_run: Path, tmp_path: Path) -> None:
     epochs = ftui("resume", str(run), "--num_train_epochs", "2", "--detach", "--runs-dir", str(tmp_path / "epochs"))
     assert epochs.returncode == 0, epochs.stderr
     new = Path(epochs.stdout.strip().splitlines()[-1])
-    start = _wait_for(lambda: next((r for r in records(new) if r["type"] == "start"), None), what="resumed start")
+    start = wait_until(lambda: next((r for r in records(new) if r["type"] == "start"), None), what="resumed start")
     assert start["resumed_step"] == 16 and start["total_steps"] == 32
-    _wait_for(lambda: _step(new) > 16, what="steps after resume")
+    wait_until(lambda: _step(new) > 16, what="steps after resume")
     control.kill(new, grace=5)
-    _wait_for(lambda: runstate.state(new) in rundir.TERMINAL_STATES, what="resumed run to end")
+    wait_until(lambda: runstate.state(new) in rundir.TERMINAL_STATES, what="resumed run to end")
     shutil.rmtree(tmp_path / "epochs", ignore_errors=True)
 
 

@@ -110,7 +110,6 @@ def test_max_batch_is_the_boundary() -> None:
 # --- the estimate learned from the model itself (runners/trace.py, runners/structure.py) -------------------
 
 import json  # noqa: E402
-import os  # noqa: E402
 
 CAL = ROOT / "bench" / "calibration"
 PHI3 = {"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,

@@ -7,7 +7,6 @@ probe started is left: each worker led its own process group, and that group mus
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,19 +20,13 @@ import yaml
 from runners import memory, probe
 from runners.plan import apply_probe, make_plan
 from runners.spec import from_dict
-from tests.conftest import ROOT, tiny_spec
+from tests.conftest import ROOT, group_gone, tiny_spec
 
 
 def has_gpu() -> bool:
     return bool(shutil.which("nvidia-smi")) and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def tiny(strategy: str = "single", **training: object) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,7 @@ def test_each_strategy_launches_and_plans_as_the_table_says(tmp_path: Path, stra
         assert config["stage"] == row.zero_stage and ("offload_optimizer" in config) == row.offload
     out = subprocess.run([sys.executable, "-m", "tui", "--plan", "--model_name_or_path", "bert-base-uncased",
                           "--task", "seq-cls", "--strategy", strategy, "--num_gpus", str(max(n, 1)), "--json"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120, env={"FTUI_NO_TRACE": "1",
-                                                                                      **__import__("os").environ})
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, "FTUI_NO_TRACE": "1"})
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["strategy"] == strategy
