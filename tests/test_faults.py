@@ -93,7 +93,8 @@ def small_tmpfs(tmp_path: Path):
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): run as root")
+            pytest.fail(f"cannot mount a tmpfs here ({proc.stderr.strip()}): the disk-full tests need root "
+                        "(CI runs as root), as tests/test_preflight.py's full and read-only runs dirs do")
         mounted.append(where)
         return where
 
