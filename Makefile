@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	for b in memory_accuracy plan_latency callback_overhead tensorboard_read; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in memory_accuracy time_accuracy plan_latency callback_overhead tensorboard_read; do $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
