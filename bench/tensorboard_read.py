@@ -83,7 +83,7 @@ def read_all(logdir: Path) -> tuple[float, list[dict], int, float]:
         polls += 1
         new = source.poll()
         records += new
-        if not new and not any(f.tail.more for f in source.stream.files.values()):
+        if not new and not source.has_unread:
             break
     return time.perf_counter() - start, records, polls, time.process_time() - cpu
 

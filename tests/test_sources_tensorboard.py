@@ -192,7 +192,7 @@ def test_bounded_polls_keep_steps_whole(tmp_path: Path, monkeypatch: pytest.Monk
         polls += 1
         new = source.poll()
         records += new
-        if not new and not any(f.tail.more for f in source.stream.files.values()):
+        if not new and not source.has_unread:
             break
     assert polls > 10
     logs = [r for r in records if r["type"] == "log"]

@@ -144,6 +144,11 @@ class TensorBoardSource:
     def warnings(self) -> list[str]:
         return self.stream.warnings
 
+    @property
+    def has_unread(self) -> bool:
+        """Bytes already on disk that a bounded poll left for the next one."""
+        return any(f.tail.more for f in self.stream.files.values())
+
     def poll(self) -> list[dict[str, Any]]:
         records = self.stream.poll()
         if records and not self._started:

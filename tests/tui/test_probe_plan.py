@@ -3,7 +3,6 @@ plan-against-actual line (from the plan.json a launch writes)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,17 +15,11 @@ from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 from tui.screens.setup import SetupScreen
 
+from tests.conftest import group_gone
+
 
 def plain(widget) -> str:  # type: ignore[no-untyped-def]
     return str(widget.render())
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def test_setup_probe_key_runs_the_probe_in_subprocesses(tmp_path: Path, write_spec) -> None:  # type: ignore[no-untyped-def]
