@@ -23,7 +23,7 @@ def run_once(with_callback: bool, steps: int) -> float:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
-    from runners.callback import make_event_callback
+    from runners.train.callback import make_event_callback
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,

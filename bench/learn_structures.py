@@ -3,7 +3,7 @@
 `ftui --plan` learns a (config, setting) it has never seen in a subprocess (about 10 s, then cached); the
 bundled configs are learned here ahead of time for the settings people use most, so plans of them stay
 under a second from a fresh install. Nothing is tuned: each entry is the tracer's count of the real
-model on the meta device (runners/trace.py).
+model on the meta device (runners/plan/trace.py).
 
     .venv/bin/python bench/learn_structures.py [NAME ...]
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runners import models, structure  # noqa: E402
+from runners.plan import models, structure  # noqa: E402
 
 ENCODER_TYPES = ("bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "xlm-roberta", "mpnet")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runners import memory, models  # noqa: E402
+from runners.plan import memory, models  # noqa: E402
 
 CAL = ROOT / "bench" / "calibration"
 TUNED_FAMILIES = ("bert", "t5", "gemma2", "gpt2", "qwen2", "llama")
@@ -35,8 +35,8 @@ ISSUE_LIMITS = {"gpt2medium_bf16_bs8_s1024_adamw": (26, 30), "llama1b_purebf16_b
 
 
 def _plan(argv: list[str]) -> tuple[dict, object]:
-    from runners.plan import make_plan
-    from tui import cmd_plan
+    from runners.plan.planner import make_plan
+    from tui.commands import plan as cmd_plan
 
     args = cmd_plan.build_parser().parse_args(argv)
     plan = make_plan(cmd_plan.spec_from_args(args), num_train_samples=1000, gpu_memory_gib=args.gpu_memory_gib,

@@ -25,8 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from runners.sources import tfevents  # noqa: E402
-from runners.sources.tensorboard import TensorBoardSource  # noqa: E402
+from runners.watch.sources.formats import tfevents  # noqa: E402
+from runners.watch.sources.tensorboard import TensorBoardSource  # noqa: E402
 
 OUT = HERE / "out" / "tensorboard_read"
 RESULT = HERE / "results" / "tensorboard_read.md"

@@ -1,13 +1,13 @@
 """Step-time estimate vs the measured H100 step times, row by row, on a fit split and a held-out split.
 
 The split is fixed before fitting: of the rows that ran (status ok, in file order), every third row
-(index 2, 5, 8, ...) is held out; the rest fit the constants of ``runners/timing.py``. Each row is
+(index 2, 5, 8, ...) is held out; the rest fit the constants of ``runners/plan/timing.py``. Each row is
 planned through the same inputs `ftui --plan` builds from its flags, on the H100-SXM entry of
 assets/gpus.json (the rows ran on an H100 80GB HBM3).
 
 Run: .venv/bin/python bench/time_accuracy.py [--fit] [--markdown bench/results/time_accuracy.md]
 ``--fit`` refits the constants on the fit split (scipy) and prints them; without it the constants in
-runners/timing.py are evaluated as they are.
+runners/plan/timing.py are evaluated as they are.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runners import models, plan, timing  # noqa: E402
+from runners.plan import models, planner, timing  # noqa: E402
 from runners.spec import from_dict  # noqa: E402
 
 CAL = ROOT / "bench" / "calibration"
@@ -48,7 +48,7 @@ def rows() -> list[dict]:
     for i, row in enumerate(ok):
         spec = from_dict(spec_for(row["case"]), source=row["name"])
         model = models.resolve(spec.model.name_or_path)
-        inp = plan.memory_input(spec, model, 79.6)
+        inp = planner.memory_input(spec, model, 79.6)
         trainable = row["trainable"]
         out.append({"name": row["name"], "split": "held-out" if i % 3 == 2 else "fit", "inp": inp,
                     "trainable": trainable, "measured": row["step_s"], "ga": row["case"].get("ga", 1)})
@@ -116,7 +116,7 @@ def main() -> int:
         Path(args.markdown).write_text(
             "# Step-time estimate vs measured (H100 80GB HBM3, bench/calibration/h100_trainer_peaks.jsonl)\n\n"
             "`.venv/bin/python bench/time_accuracy.py --markdown bench/results/time_accuracy.md`. Every third row "
-            "(file order, rows that ran) is held out; the constants in runners/timing.py were fitted on the others "
+            "(file order, rows that ran) is held out; the constants in runners/plan/timing.py were fitted on the others "
             "(`--fit`). MFU is the row's model FLOPs over the measured step time and the datasheet peak.\n\n"
             + text + "\n")
     return 0

@@ -22,7 +22,7 @@ CHILD = """
 import asyncio, json, sys, time
 import psutil
 from pathlib import Path
-from runners.sources import open_path
+from runners.watch.sources import open_path
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ui_startup import write_section  # noqa: E402
 
-from runners.sources import open_path  # noqa: E402
+from runners.watch.sources import open_path  # noqa: E402
 from tui.app import make_app  # noqa: E402
 from tui.screens.monitor import MonitorScreen  # noqa: E402
 from tui.widgets.chart import LineChart  # noqa: E402

@@ -21,7 +21,7 @@ CHILD = """
 import asyncio, json, sys, time
 t0 = float(sys.argv[1])
 from pathlib import Path
-from runners.sources import open_path
+from runners.watch.sources import open_path
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import RunsScreen

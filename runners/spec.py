@@ -25,8 +25,9 @@ import yaml
 
 from runners import redaction, spec_types, strategies
 from runners.errors import UserError, did_you_mean
+from runners import paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 
 RUNNERS = ("hf_trainer", "simpletransformers", "sentence_transformers")
 TASKS = ("seq-cls", "causal-lm", "seq2seq", "token-cls", "embedding")

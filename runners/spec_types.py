@@ -17,13 +17,13 @@ import enum
 import json
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 from runners.errors import UserError, did_you_mean
 from runners.redaction import shown
+from runners import paths
 
-FIELDS_FILE = Path(__file__).resolve().parent.parent / "assets" / "training_arguments_fields.json"
+FIELDS_FILE = paths.ASSETS / "training_arguments_fields.json"
 SENTENCE_EXTRAS = ("batch_sampler", "learning_rate_mapping", "multi_dataset_batch_sampler", "prompts",
                    "router_mapping", "warmup_ratio")
 _WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",

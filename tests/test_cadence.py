@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runners import cadence
+from runners.plan import cadence
 from runners.errors import UserError
 from runners.spec import from_dict
 

@@ -79,8 +79,9 @@ def test_truncated_file_restarts_from_zero(tmp_path: Path) -> None:
 
 def test_read_all_reads_a_file_longer_than_one_poll(tmp_path: Path) -> None:
     """Regression: read_all used to stop after the first 4 MiB, so a long stopped run read as finished."""
-    from runners import rundir, supervise
-    from runners.history import RunHistory
+    from runners import rundir
+    from runners.launch import supervise
+    from runners.watch.history import RunHistory
 
     run = rundir.create_run_dir(tmp_path / "runs", "long")
     path = run / ev.EVENTS_FILE
@@ -101,7 +102,7 @@ def test_read_all_reads_a_file_longer_than_one_poll(tmp_path: Path) -> None:
     assert len(chunks) >= 5 and sum(map(len, chunks)) == step + 3
     # ftui runs: the step of the whole file, not of its first 4 MiB
     rundir.update_status(run, state="stopped", started_at=1.0, ended_at=2.0)
-    from tui.cmd_run import list_runs
+    from tui.commands.run import list_runs
     import contextlib
     import io
     import json as _json

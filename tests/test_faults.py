@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runners import control, rundir, runstate
+from runners.launch import control
+from runners import rundir, runstate
 from runners import events as ev
-from runners.history import RunHistory
-from runners.sources.ftui_run import FtuiRunSource
+from runners.watch.history import RunHistory
+from runners.watch.sources.ftui_run import FtuiRunSource
 from tests.conftest import ftui, only_run, records, tiny_spec, wait_until
 
 RANDOM_INIT = {"init": "random"}  # the demo model is config-only (see runners/spec.py model.init)
@@ -177,7 +178,7 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path: Path, small_tmpfs) -> Non
 def test_supervisor_survives_an_unwritable_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not even an in-place rewrite lands: the supervisor still waits for its job and exits cleanly,
     leaving no temp file, and readers take the end from the job's events."""
-    from runners import supervise
+    from runners.launch import supervise
 
     run = rundir.create_run_dir(tmp_path / "runs", "nospace")
     rundir.update_status(run, state="pending")

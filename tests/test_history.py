@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from runners import events as ev
-from runners.history import RunHistory, Series
+from runners.watch.history import RunHistory, Series
 
 
 def test_series_is_bounded_and_keeps_spikes() -> None:

@@ -162,11 +162,11 @@ def test_accelerate_yaml_fields(tmp_path: Path, hardware: dict, expect: dict) ->
     """The written accelerate.yaml is plain YAML with the right fields, and accelerate's own loader takes it."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    from runners import launch
+    from runners.launch import launcher
     from runners import spec as specmod
     from tests.conftest import tiny_spec
 
-    run = launch.create_run(specmod.from_dict(tiny_spec(hardware=hardware)), tmp_path / "runs")
+    run = launcher.create_run(specmod.from_dict(tiny_spec(hardware=hardware)), tmp_path / "runs")
     path = run / "accelerate.yaml"
     data = yaml.safe_load(path.read_text())
     assert data == {**data, **expect, "compute_environment": "LOCAL_MACHINE", "num_machines": 1, "machine_rank": 0,

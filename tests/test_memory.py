@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runners import memory, models, strategy
-from runners.memory import GIB, MemoryInput
+from runners.plan import architecture, memory, models, strategy
+from runners.plan.memory import GIB, MemoryInput
 
 ROOT = Path(__file__).resolve().parent.parent
 MISTRAL = models.resolve("Mistral-7B-v0.1").arch
@@ -107,7 +107,7 @@ def test_max_batch_is_the_boundary() -> None:
     assert memory.estimate(replace(inp, batch=best)).fits  # surely fitting implies fitting at the centre
 
 
-# --- the estimate learned from the model itself (runners/trace.py, runners/structure.py) -------------------
+# --- the estimate learned from the model itself (runners/plan/trace.py, runners/plan/structure.py) -------------------
 
 import json  # noqa: E402
 
@@ -158,7 +158,7 @@ def test_structure_fit_scales_to_other_sizes() -> None:
     """The fit from a truncated model at small batches predicts a direct meta step of the whole model at
     another batch and sequence (depth, batch and sequence extrapolation), within 2%."""
     pytest.importorskip("torch")
-    from runners import structure, trace
+    from runners.plan import structure, trace
 
     cfg = json.loads((CAL / "configs" / "Qwen2.5-0.5B" / "config.json").read_text())
     cfg["num_hidden_layers"] = 6
@@ -171,7 +171,7 @@ def test_structure_fit_scales_to_other_sizes() -> None:
 def test_meta_tracking_matches_real_tensors() -> None:
     """The meta-device bookkeeping counts what a real CPU forward saves for backward (same storages, bytes)."""
     torch = pytest.importorskip("torch")
-    from runners import trace
+    from runners.plan import trace
 
     cfg = json.loads((ROOT / "assets" / "demo" / "model" / "config.json").read_text())
     meta = trace.step(cfg, "seq-cls", "fp32", 2, 32, batch=4)
@@ -203,11 +203,11 @@ def test_lora_targets_and_adafactor_come_from_the_model(tmp_path, monkeypatch: p
 
     monkeypatch.setenv("FTUI_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("FTUI_NO_TRACE", raising=False)
-    phi = models.arch_from_config(PHI3)
+    phi = architecture.arch_from_config(PHI3)
     # r * (in + out) * 32 layers: qkv 3072 -> 9216, o 3072 -> 3072
-    assert models.lora_params(phi, 16, ["qkv_proj", "o_proj"]) == 16 * 32 * ((3072 + 9216) + (3072 + 3072))
+    assert architecture.lora_params(phi, 16, ["qkv_proj", "o_proj"]) == 16 * 32 * ((3072 + 9216) + (3072 + 3072))
     with pytest.raises(UserError, match=r"Choose from: .*gate_up_proj.*qkv_proj"):
-        models.lora_params(phi, 16, ["q_proj"])
+        architecture.lora_params(phi, 16, ["q_proj"])
     inp = MemoryInput(arch=phi, task="causal-lm", batch=1, seq=512, dtype="bfloat16", mixed="bf16",
                       structure="cached")
     ada = memory._optimizer(replace(inp, optim="adafactor"), phi, phi.params["causal-lm"], 2, 0)[0]
@@ -216,7 +216,7 @@ def test_lora_targets_and_adafactor_come_from_the_model(tmp_path, monkeypatch: p
 
 
 def test_plan_json_carries_a_band_per_figure() -> None:
-    from runners.plan import make_plan
+    from runners.plan.planner import make_plan
     from runners.spec import from_dict
 
     plan = make_plan(from_dict({"model": {"name_or_path": "bert-large-uncased"}, "task": "seq-cls",

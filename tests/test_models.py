@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runners import models
+from runners.plan import architecture, models
 from runners.errors import UserError
 
 REQUIRED = ["bert-base-uncased", "bert-large-uncased", "roberta-base", "roberta-large", "distilbert-base-uncased",
@@ -31,7 +31,7 @@ def test_published_parameter_counts() -> None:
     for name, count in expect.items():
         arch = models.resolve(name).arch
         task = "seq2seq" if "t5" in name else "causal-lm"
-        assert abs(models.params_for_task(arch, task) - count) / count < 0.002, name
+        assert abs(architecture.params_for_task(arch, task) - count) / count < 0.002, name
 
 
 def test_closed_forms_match_meta_instantiation() -> None:
@@ -76,9 +76,9 @@ def test_hf_cache_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_lora_params_and_bad_targets() -> None:
     arch = models.resolve("Mistral-7B-v0.1").arch
     # r * (in + out) per layer: q 4096->4096, k/v 4096->1024, o 4096->4096; 32 layers
-    assert models.lora_params(arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj"]) == 16 * 32 * (8192 * 2 + 5120 * 2)
+    assert architecture.lora_params(arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj"]) == 16 * 32 * (8192 * 2 + 5120 * 2)
     with pytest.raises(UserError, match="do not have"):
-        models.lora_params(arch, 16, ["query"])
+        architecture.lora_params(arch, 16, ["query"])
 
 
 def test_hub_config_over_http_and_fast_failure(monkeypatch: pytest.MonkeyPatch) -> None:

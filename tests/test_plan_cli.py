@@ -136,7 +136,7 @@ def test_calibration_rows_through_the_cli_flags(capsys: pytest.CaptureFixture[st
     import csv
     import statistics
 
-    from tui import cmd_plan
+    from tui.commands import plan as cmd_plan
 
     errors = []
     for row in csv.DictReader((ROOT / "bench" / "calibration" / "fms_a100_mistral7b.csv").open()):
@@ -152,7 +152,7 @@ def test_gpu_memory_from_nvml_else_80_gib(monkeypatch: pytest.MonkeyPatch) -> No
     """NVML is the one thing faked (it cannot exist without a GPU): its smallest GPU sets the capacity."""
     import types
 
-    from runners.plan import make_plan
+    from runners.plan.planner import make_plan
     from runners.spec import from_dict
 
     spec = from_dict({"model": {"name_or_path": "Llama-3.1-8B"}, "task": "causal-lm",
@@ -178,7 +178,8 @@ def test_sentence_transformers_plan_shows_the_loss_and_why() -> None:
     proc = ftui("--plan", "assets/specs/demo_sentence_transformers.yaml", "--json")
     assert proc.returncode == 0, proc.stderr
     loss = json.loads(proc.stdout)["loss"]
-    from runners import data, spec, st_losses
+    from runners import data, spec
+    from runners.plan import st_losses
 
     demo = spec.load(ROOT / "assets" / "specs" / "demo_sentence_transformers.yaml")
     head = data.load_table(demo.dataset.train, nrows=200)

@@ -152,7 +152,7 @@ def test_incomplete_sharded_download_is_refused(tmp_path: Path) -> None:
 
 
 def test_weights_are_found_locally_and_in_the_cache(tmp_path: Path, monkeypatch) -> None:
-    from runners import preflight
+    from runners.launch import preflight
 
     local = _model_dir(tmp_path, json.loads((DEMO_MODEL / "config.json").read_text()))
     assert preflight.local_weights(local)[0] is None
@@ -180,7 +180,8 @@ def test_absurd_plans_are_refused(tmp_path: Path, overrides: dict, needles: list
 
 
 def test_rotary_model_past_its_context_is_a_warning(capsys) -> None:
-    from runners import models, preflight
+    from runners.plan import models
+    from runners.launch import preflight
 
     spec = specmod.from_dict({"model": {"name_or_path": "Llama-2-7b-hf"}, "task": "causal-lm",
                               "dataset": {"max_seq_length": 8192}})

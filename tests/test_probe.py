@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runners import memory, probe
-from runners.plan import apply_probe, make_plan
+from runners.plan import memory, probe
+from runners.plan.planner import apply_probe, make_plan
 from runners.spec import from_dict
 from tests.conftest import ROOT, group_gone, tiny_spec
 
@@ -59,7 +59,7 @@ def test_probe_end_to_end_through_the_cli(tmp_path: Path) -> None:
         assert data["time"]["source"] == "estimate"  # a CPU step time says nothing about the GPU run
         assert data["max_per_device_train_batch_size"] == data["estimated_max_per_device_train_batch_size"]
     rich = subprocess.run([sys.executable, "-c", "import json, sys; from rich.console import Console; "
-                           "from tui.plan_report import probe_text; Console(width=200).print(probe_text(json.load(sys.stdin)))"],
+                           "from tui.commands.plan_report import probe_text; Console(width=200).print(probe_text(json.load(sys.stdin)))"],
                           input=json.dumps(pr), capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "probe" in rich.stdout and "step time" in rich.stdout
 

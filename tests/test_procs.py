@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runners import procs
-from runners.telemetry import Telemetry
+from runners.watch import procs
+from runners.watch.telemetry import Telemetry
 from scripts.watch import ENV, ROOT, SCRIPTS
 from test_telemetry import fake_pynvml
 
@@ -143,6 +143,7 @@ def test_launcher_kinds_from_real_command_lines() -> None:
     assert procs.launcher_kind(["/venv/bin/python", "/venv/bin/accelerate", "launch", "t.py"]) == "accelerate"
     assert procs.launcher_kind(["/venv/bin/python", "/venv/bin/deepspeed", "--num_gpus", "2", "t.py"]) == "deepspeed"
     assert procs.launcher_kind(["python", "-u", "-m", "deepspeed.launcher.launch", "--world_info=x"]) == "deepspeed"
-    assert procs.launcher_kind(["python", "-m", "runners.supervise", "/runs/x"]) == "ftui"
+    assert procs.launcher_kind(["python", "-m", "runners.launch.supervise", "/runs/x"]) == "ftui"
+    assert procs.launcher_kind(["python", "-m", "runners.supervise", "/runs/x"]) == "ftui"  # runs from before the move
     assert procs.launcher_kind(["/venv/bin/python", "/venv/bin/ftui", "ps"]) is None
     assert procs.launcher_kind(["python", "train.py", "--note", "torchrun"]) is None

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runners import launch, procs, redaction
+from runners.launch import launcher
+from runners.watch import procs
+from runners import redaction
 from runners import spec as specmod
-from runners import train
+from runners.train import entry
 from runners.errors import UserError
 from tests.conftest import DEMO_MODEL, ftui, only_run, tiny_spec
 
@@ -95,13 +97,13 @@ def test_training_entry_gets_the_secret_in_memory_only(tmp_path: Path, monkeypat
     """The real run dir as the launcher writes it, read back by the training entry point."""
     token = "hf_" + secrets.token_hex(17)
     spec = specmod.from_dict(trap_spec(token))
-    run_dir = launch.create_run(spec, tmp_path / "runs")
+    run_dir = launcher.create_run(spec, tmp_path / "runs")
     for file in run_dir.rglob("*"):
         assert not file.is_file() or token.encode() not in file.read_bytes(), file
     monkeypatch.delenv("HF_TOKEN", raising=False)
     for key, value in redaction.secrets_env(spec.to_dict(), str(run_dir)).items():
         monkeypatch.setenv(key, value)
-    loaded = train.load_run_spec(run_dir)
+    loaded = entry.load_run_spec(run_dir)
     assert os.environ.get("HF_TOKEN") == token  # the Trainer pushes with it; training_args.bin never holds it
     assert redaction.SECRETS_ENV not in os.environ  # not inherited by dataloader workers or trackers
     assert "hub_token" not in loaded.training

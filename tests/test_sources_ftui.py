@@ -12,9 +12,9 @@ import pytest
 from runners import events as ev
 from runners import rundir
 from runners.errors import UserError
-from runners.history import RunHistory
-from runners.sources import Source, detect_kind, open_source
-from runners.sources.ftui_run import FtuiRunSource
+from runners.watch.history import RunHistory
+from runners.watch.sources import Source, detect_kind, open_source
+from runners.watch.sources.ftui_run import FtuiRunSource
 from scripts.watch import ENV, ROOT
 
 

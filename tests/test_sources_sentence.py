@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from runners.sources import open_source
+from runners.watch.sources import open_source
 from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
-from tui.cmd_attach import snapshot
+from tui.commands.attach import snapshot
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runners.sources import detect_kind, open_source
-from runners.sources.simpletransformers import SimpleTransformersSource, read_eval_results
+from runners.watch.sources import detect_kind, open_source
+from runners.watch.sources.simpletransformers import SimpleTransformersSource, read_eval_results
 from scripts.watch import SCRIPTS, merged, missing_from, watch
-from tui.cmd_attach import snapshot
+from tui.commands.attach import snapshot
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.sources import detect_kind, open_source
-from runners.sources.tensorboard import TensorBoardSource, metric_name
-from runners.sources.tfevents import TFRecordTail, masked_crc32c
+from runners.watch.sources import detect_kind, open_source
+from runners.watch.sources.tensorboard import TensorBoardSource
+from runners.watch.sources.formats.tensorboard_dir import metric_name
+from runners.watch.sources.formats.tfevents import TFRecordTail, masked_crc32c
 from scripts.watch import SCRIPTS, close, merged, watch
 
 
@@ -109,7 +110,7 @@ CRC32C_VECTORS = [  # RFC 3720 B.4 and the usual check value
 def test_crc32c_known_answers(impl: str) -> None:
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_masked
 
-    from runners.sources import tfevents
+    from runners.watch.sources.formats import tfevents
 
     crc = tfevents.crc32c_c if impl == "c" else tfevents.crc32c_py
     assert crc is not None, "google-crc32c's C implementation is a dependency"
@@ -121,7 +122,7 @@ def test_crc32c_known_answers(impl: str) -> None:
 
 
 def test_c_checksum_is_the_default_and_switchable() -> None:
-    from runners.sources import tfevents
+    from runners.watch.sources.formats import tfevents
 
     assert tfevents.crc32c is tfevents.crc32c_c
     try:
@@ -134,7 +135,7 @@ def test_c_checksum_is_the_default_and_switchable() -> None:
 
 def test_one_poll_reads_a_bounded_amount(tmp_path: Path) -> None:
     """A 20 MiB file: each poll reads at most 8 MiB of it, and the next poll carries on; nothing lost."""
-    from runners.sources.tfevents import READ_PER_POLL
+    from runners.watch.sources.formats.tfevents import READ_PER_POLL
 
     path = tmp_path / "events.out.tfevents.1.host"
     payloads = [i.to_bytes(4, "little") + os.urandom(20_000) for i in range(1000)]
@@ -171,7 +172,7 @@ def test_bounded_polls_keep_steps_whole(tmp_path: Path, monkeypatch: pytest.Monk
     """A finished SummaryWriter file read 300 bytes a poll: every step arrives whole, values as TensorBoard's."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from runners.sources import tfevents
+    from runners.watch.sources.formats import tfevents
 
     logdir = tmp_path / "logs"
     writer = SummaryWriter(str(logdir))
@@ -212,7 +213,7 @@ def test_without_google_crc32c_the_pure_fallback_reads(tmp_path: Path) -> None:
     path = tmp_path / "events.out.tfevents.1.host"
     path.write_bytes(record(b"first") + record(b"second"))
     code = ("import sys; sys.modules['google_crc32c'] = None\n"  # `import google_crc32c` now raises ImportError
-            "from pathlib import Path\nfrom runners.sources import tfevents\n"
+            "from pathlib import Path\nfrom runners.watch.sources import tfevents\n"
             "assert tfevents.crc32c_c is None and tfevents.crc32c is tfevents.crc32c_py\n"
             "assert tfevents.use_c_crc32c(True) is False\n"
             f"print(list(tfevents.TFRecordTail(Path({str(path)!r})).poll()))")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from runners.history import RunHistory
-from runners.sources import detect_kind, open_source
-from runners.sources.trainer import TrainerSource
+from runners.watch.history import RunHistory
+from runners.watch.sources import detect_kind, open_source
+from runners.watch.sources.trainer import TrainerSource
 from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
-from tui.cmd_attach import snapshot
+from tui.commands.attach import snapshot
 
 
 @pytest.fixture(scope="session")

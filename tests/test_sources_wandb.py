@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runners.sources import detect_kind, open_source
-from runners.sources.wandb_run import BLOCK, FILE_HEADER, WandbSource
+from runners.watch.sources import detect_kind, open_source
+from runners.watch.sources.wandb_run import BLOCK, FILE_HEADER, WandbSource
 from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
-from tui.cmd_attach import snapshot
+from tui.commands.attach import snapshot
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def test_snapshot_after_finish_from_each_kind_of_target(wandb_run) -> None:
 
 def test_wandb_is_not_imported_until_a_wandb_source_is_opened(wandb_run) -> None:
     work, _, _ = wandb_run
-    code = ("import sys\nfrom runners.sources import open_source\nfrom tui import cmd_attach\n"
+    code = ("import sys\nfrom runners.watch.sources import open_source\nfrom tui.commands import attach as cmd_attach\n"
             "cmd_attach.main('ps', ['--json'])\n"
             "assert not [m for m in ('wandb', 'torch', 'transformers', 'tensorboard') if m in sys.modules]\n"
             f"open_source({str(work)!r})\nassert 'wandb' in sys.modules\n")

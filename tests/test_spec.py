@@ -198,7 +198,7 @@ def test_cli_type_errors_are_one_paragraph_exit_2(tmp_path: Path, yaml_text: str
 
 
 def test_plan_flags_are_validated_like_a_spec() -> None:
-    from tui import cmd_plan
+    from tui.commands import plan as cmd_plan
 
     parser = cmd_plan.build_parser()
     spec = cmd_plan.spec_from_args(parser.parse_args(["--model_name_or_path", "gpt2", "--num_train_epochs", "2",

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from runners import launch, spec, strategies
+from runners.launch import commands
+from runners import spec, strategies
 from tests.conftest import ROOT, tiny_spec
 
 
 def test_every_module_takes_its_names_from_the_table() -> None:
     assert spec.STRATEGIES == strategies.NAMES
-    assert launch.DEEPSPEED == strategies.DEEPSPEED and launch.FSDP == strategies.FSDP
     duplicated = []
     for path in (ROOT / "runners").rglob("*.py"):
         if path.name == "strategies.py":
@@ -31,11 +31,11 @@ def test_each_strategy_launches_and_plans_as_the_table_says(tmp_path: Path, stra
     row = strategies.BY_NAME[strategy]
     n = max(2, row.min_gpus) if strategy != "single" else 1
     s = spec.from_dict(tiny_spec(hardware={"strategy": strategy, "num_processes": n}))
-    launcher = launch.choose_launcher(s)
+    launcher = commands.choose_launcher(s)
     assert launcher == (row.launcher if row.launcher not in ("python", "torchrun") else
                         "torchrun" if n > 1 else "python")
     if row.zero_stage:
-        config = launch.deepspeed_config(strategy, None)["zero_optimization"]
+        config = commands.deepspeed_config(strategy, None)["zero_optimization"]
         assert config["stage"] == row.zero_stage and ("offload_optimizer" in config) == row.offload
     out = subprocess.run([sys.executable, "-m", "tui", "--plan", "--model_name_or_path", "bert-base-uncased",
                           "--task", "seq-cls", "--strategy", strategy, "--num_gpus", str(max(n, 1)), "--json"],

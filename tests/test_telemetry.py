@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import psutil
 
-from runners.telemetry import Telemetry, pid_namespace_matches
+from runners.watch.telemetry import Telemetry, pid_namespace_matches
 
 
 class FakeNVMLError(Exception):

@@ -1,4 +1,4 @@
-"""Time and cost in the plan (runners/timing.py), host RAM in "fits", and the allocator setting of launches."""
+"""Time and cost in the plan (runners/plan/timing.py), host RAM in "fits", and the allocator setting of launches."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from runners import launch, models, timing
-from runners.memory import GIB, MemoryInput
-from runners.plan import make_plan
+from runners.launch import commands, launcher
+from runners.plan import models, timing
+from runners.plan.memory import GIB, MemoryInput
+from runners.plan.planner import make_plan
 from runners.spec import from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +161,7 @@ def test_launch_sets_expandable_segments_unless_the_user_did(monkeypatch: pytest
         monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     else:
         monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", user_value)
-    script = launch.launch_script([sys.executable, "-m", "runners.train"], tmp_path)
+    script = commands.launch_script([sys.executable, "-m", "runners.train"], tmp_path)
     expected = user_value or "expandable_segments:True"
     assert f"export PYTORCH_CUDA_ALLOC_CONF={expected}" in script
     out = subprocess.run(["bash", "-c", script.replace("exec ", "echo RESULT=$PYTORCH_CUDA_ALLOC_CONF #")],
@@ -172,7 +173,7 @@ def test_launch_writes_the_plan_the_monitor_compares_against(tmp_path: Path) -> 
     from tests.conftest import tiny_spec
 
     spec = from_dict({**tiny_spec(), "hardware": {"strategy": "single", "num_processes": 1}})
-    run_dir = launch.create_run(spec, tmp_path / "runs")
+    run_dir = launcher.create_run(spec, tmp_path / "runs")
     planned = json.loads((run_dir / "plan.json").read_text())
     expected = make_plan(spec).to_json()
     assert planned["peak_allocated_bytes"] == expected["peak_allocated_bytes"] and planned["strategy"] == "single"

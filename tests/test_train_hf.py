@@ -36,12 +36,12 @@ def _model_dir(tmp_path: Path, name: str, config: dict[str, Any]) -> Path:
 
 
 def _train(tmp_path: Path, **overrides: Any) -> tuple[Path, list[dict[str, Any]]]:
-    from runners import train_hf
+    from runners.train import hf
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     spec = specmod.from_dict(tiny_spec(**overrides))
-    train_hf.train(spec, run_dir)
+    hf.train(spec, run_dir)
     return run_dir, records(run_dir)
 
 
@@ -50,12 +50,12 @@ def _of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_seq_cls_metrics_random_init_and_tokenizer(tmp_path: Path) -> None:
-    from runners import train_hf
+    from runners.plan import models
 
     spec = specmod.from_dict(tiny_spec())
-    tokenizer = train_hf.load_tokenizer(spec)
+    tokenizer = models.load_tokenizer(spec)
     assert len(tokenizer) == 90, "the vocab file must be used (BertTokenizerFast(vocab_file=) trap)"
-    assert not train_hf.has_weights(str(DEMO_MODEL))
+    assert not models.has_weights(str(DEMO_MODEL))
     run, recs = _train(tmp_path)
     message = next(r for r in _of(recs, "message") if "random init" in r["text"])
     assert message["level"] == "warning"

@@ -10,7 +10,7 @@ import pytest
 
 from runners import rundir
 from runners.errors import UserError
-from runners.st_losses import choose_loss
+from runners.plan.st_losses import choose_loss
 from tests.conftest import DEMO_DATA, ROOT, ftui, only_run, records
 
 SE = {"runner": "sentence_transformers", "task": "embedding",
@@ -43,7 +43,7 @@ def test_loss_override_and_bad_shapes() -> None:
 
 
 def test_loss_choice_imports_no_torch() -> None:
-    code = "import sys, runners.st_losses; assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules"
+    code = "import sys, runners.plan.st_losses; assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

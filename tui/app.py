@@ -61,7 +61,7 @@ class FtuiApp(App[int]):
         """The shared Telemetry, created on first use (NVML init happens in a worker thread)."""
         with self._telemetry_lock:
             if self._telemetry is None:
-                from runners.telemetry import Telemetry
+                from runners.watch.telemetry import Telemetry
 
                 self._telemetry = Telemetry()
             return self._telemetry
@@ -83,7 +83,7 @@ class FtuiApp(App[int]):
         self.push_screen(MonitorScreen(source))
 
     def open_run_dir(self, run_dir: Path) -> None:
-        from runners.sources import open_path
+        from runners.watch.sources import open_path
 
         self.open_source(open_path(Path(run_dir), "ftui"))
 

@@ -14,17 +14,17 @@ from runners.errors import USER_ERROR_EXIT, UserError, did_you_mean
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": ("tui.cmd_plan", "estimate memory per GPU, strategy advice and cadence (also: ftui --plan)"),
-    "run": ("tui.cmd_run", "launch a run from a spec as a detached job"),
-    "demo": ("tui.cmd_run", "train the bundled demo on CPU, offline (about a minute)"),
-    "stop": ("tui.cmd_run", "ask a run to stop gracefully after saving a checkpoint"),
-    "checkpoint": ("tui.cmd_run", "ask a run to save a checkpoint now and go on"),
-    "kill": ("tui.cmd_run", "kill a run's whole process group"),
-    "resume": ("tui.cmd_run", "continue a run from its last checkpoint into a new run"),
-    "runs": ("tui.cmd_run", "list the runs in the runs dir"),
-    "attach": ("tui.cmd_attach", "watch any training job: run dir, output dir, TensorBoard, wandb or PID"),
-    "ps": ("tui.cmd_attach", "list training processes on this machine, grouped by job"),
-    "ui": ("tui.cmd_ui", "open the dashboard (the default with no command)"),
+    "plan": ("tui.commands.plan", "estimate memory per GPU, strategy advice and cadence (also: ftui --plan)"),
+    "run": ("tui.commands.run", "launch a run from a spec as a detached job"),
+    "demo": ("tui.commands.run", "train the bundled demo on CPU, offline (about a minute)"),
+    "stop": ("tui.commands.run", "ask a run to stop gracefully after saving a checkpoint"),
+    "checkpoint": ("tui.commands.run", "ask a run to save a checkpoint now and go on"),
+    "kill": ("tui.commands.run", "kill a run's whole process group"),
+    "resume": ("tui.commands.run", "continue a run from its last checkpoint into a new run"),
+    "runs": ("tui.commands.run", "list the runs in the runs dir"),
+    "attach": ("tui.commands.attach", "watch any training job: run dir, output dir, TensorBoard, wandb or PID"),
+    "ps": ("tui.commands.attach", "list training processes on this machine, grouped by job"),
+    "ui": ("tui.commands.ui", "open the dashboard (the default with no command)"),
 }
 
 USAGE = "usage: ftui [COMMAND] [ARGS...]   (ftui COMMAND --help for a command's options)\n\ncommands:\n" + "".join(

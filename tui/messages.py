@@ -30,7 +30,7 @@ class HistoryUpdated(Message):
 
 
 class TelemetrySampled(Message):
-    """One telemetry sample (runners.telemetry.Telemetry.sample())."""
+    """One telemetry sample (runners.watch.telemetry.Telemetry.sample())."""
 
     def __init__(self, sample: dict[str, Any]) -> None:
         super().__init__()

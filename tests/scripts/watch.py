@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runners.errors import UserError
-from runners.sources import open_source
+from runners.watch.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent

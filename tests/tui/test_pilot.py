@@ -8,11 +8,12 @@ from pathlib import Path
 
 from tui_fakes import RECORDED_RUN, ReplaySource, wait_for
 
-from runners import control, rundir
+from runners.launch import control
+from runners import rundir
 from runners import events as ev
 from runners import spec as specmod
-from runners.history import Series
-from runners.sources import open_source
+from runners.watch.history import Series
+from runners.watch.sources import open_source
 from tui.app import make_app
 from tui.screens.dialogs import ConfirmScreen, HelpScreen, LogScreen
 from tui.screens.monitor import MonitorScreen

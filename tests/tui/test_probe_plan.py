@@ -10,7 +10,7 @@ from pathlib import Path
 from tui_fakes import RECORDED_RUN, FrozenTelemetry, fake_nvml, wait_for
 
 from runners import spec as specmod
-from runners.sources import open_source
+from runners.watch.sources import open_source
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 from tui.screens.setup import SetupScreen

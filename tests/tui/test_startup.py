@@ -12,7 +12,7 @@ from tui_fakes import RECORDED_RUN, ROOT
 SCRIPT = """
 import asyncio, json, sys, time
 from pathlib import Path
-from runners.sources import open_source
+from runners.watch.sources import open_source
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 from tui.screens.setup import SetupScreen

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from runners import events as ev
-from runners.telemetry import Telemetry
+from runners.watch.telemetry import Telemetry
 
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED_RUNS = DATA / "runs"

@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from runners import rundir
-from runners.history import RunHistory
+from runners.watch.history import RunHistory
 from tui.messages import HistoryUpdated, TelemetrySampled
 from tui.widgets.alerts import AlertWatcher
 from tui.widgets.chart import ChartLine, LineChart
@@ -143,7 +143,7 @@ class MonitorScreen(Screen[None]):
         import json
 
         from runners import spec as specmod
-        from runners.plan import PLAN_FILE, make_plan
+        from runners.plan.planner import PLAN_FILE, make_plan
 
         try:
             self.planned = json.loads((self.run_dir / PLAN_FILE).read_text())  # type: ignore[operator]
@@ -282,13 +282,13 @@ class MonitorScreen(Screen[None]):
 
     def action_stop(self) -> None:
         if self._controllable():
-            from runners import control
+            from runners.launch import control
 
             self.notify(control.stop(self.run_dir))  # type: ignore[arg-type]
 
     def action_checkpoint(self) -> None:
         if self._controllable():
-            from runners import control
+            from runners.launch import control
 
             self.notify(control.checkpoint(self.run_dir))  # type: ignore[arg-type]
 
@@ -306,7 +306,7 @@ class MonitorScreen(Screen[None]):
 
     @work(thread=True, group="control")
     def _kill(self) -> None:
-        from runners import control
+        from runners.launch import control
 
         result = control.kill(self.run_dir)  # type: ignore[arg-type]
         self.app.call_from_thread(self.notify, f"kill: {result}")

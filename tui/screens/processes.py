@@ -72,7 +72,7 @@ class ProcessesScreen(Screen[None]):
 
     @work(thread=True, group="jobs")
     def _scan(self) -> None:
-        from runners import procs
+        from runners.watch import procs
 
         jobs, notes = procs.find_jobs(self.app.telemetry())  # type: ignore[attr-defined]
         self.post_message(JobsScanned(jobs, notes))
@@ -101,7 +101,7 @@ class ProcessesScreen(Screen[None]):
         if not self.jobs or table.cursor_row >= len(self.jobs):
             self.notify("No job selected.", severity="warning")
             return
-        from runners.sources.pid import PidSource
+        from runners.watch.sources.pid import PidSource
 
         try:
             source = PidSource(self.jobs[table.cursor_row].pid)

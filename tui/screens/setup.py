@@ -110,7 +110,7 @@ class SetupScreen(Screen[None]):
         self._gpus()
 
     def on_unmount(self) -> None:
-        from runners import probe
+        from runners.plan import probe
 
         probe.stop_all()  # a probe still running must not outlive the screen
 
@@ -205,7 +205,7 @@ class SetupScreen(Screen[None]):
 
     def _plan_kwargs(self, spec: specmod.RunSpec) -> tuple[dict[str, Any], bool]:
         """make_plan's machine arguments from the telemetry: GPU memory and model, host RAM."""
-        from runners import timing
+        from runners.plan import timing
 
         sample = self.app.telemetry().sample()  # type: ignore[attr-defined]
         gpus = [g for g in (sample.get("gpus") or []) if g.get("memory_total")]
@@ -219,7 +219,7 @@ class SetupScreen(Screen[None]):
 
     @work(thread=True, group="plan")
     def _plan(self, generation: int, data: dict[str, Any]) -> None:
-        from runners.plan import make_plan
+        from runners.plan.planner import make_plan
 
         try:
             spec = sf.to_spec(data)
@@ -275,9 +275,9 @@ class SetupScreen(Screen[None]):
 
     @work(thread=True, group="probe")
     def _probe(self, data: dict[str, Any]) -> None:
-        """The probe runs in subprocesses (runners.probe_worker): torch never loads into the UI process."""
-        from runners import probe
-        from runners.plan import apply_probe, make_plan
+        """The probe runs in subprocesses (runners.plan.probe_worker): torch never loads into the UI process."""
+        from runners.plan import probe
+        from runners.plan.planner import apply_probe, make_plan
 
         try:
             spec = sf.to_spec(data)
@@ -305,7 +305,7 @@ class SetupScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="preview")
     def _read_preview(self, source: str) -> None:
-        from runners.plan import count_rows
+        from runners.plan.planner import count_rows
 
         path = Path(source).expanduser()
         rows = count_rows(str(self.base / path if not path.is_absolute() else path)) if source else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from runners import models
+from runners.plan import models
 from runners import spec as specmod
 from runners.errors import UserError
 
@@ -144,9 +144,9 @@ def model_choices(base: Path) -> list[tuple[str, str]]:
 def launch_command(spec: specmod.RunSpec) -> list[str]:
     """The launcher command `ftui run` will write into launch.sh, with placeholders for what a run
     dir decides (its path, the rendezvous port)."""
-    from runners import launch
+    from runners.launch import commands
 
-    command = launch.build_command(spec, Path("<run-dir>"), port=29500)
+    command = commands.build_command(spec, Path("<run-dir>"), port=29500)
     return ["python" if c == sys.executable else Path(c).name if os.path.isabs(c) and Path(c).exists() else c
             for c in command]
 

@@ -1,4 +1,4 @@
-"""A braille line chart drawn from bounded :class:`runners.history.Series` buckets.
+"""A braille line chart drawn from bounded :class:`runners.watch.history.Series` buckets.
 
 Each terminal cell holds 2x4 braille dots. Buckets are mapped to pixel columns by step (so train
 and eval lines share one x axis), and every pixel column draws the span from the lowest to the
@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from runners.history import Bucket
+from runners.watch.history import Bucket
 
 # braille dot bits, indexed [row within cell 0..3][column within cell 0..1]
 DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))

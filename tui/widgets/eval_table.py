@@ -9,7 +9,7 @@ from typing import Any
 
 from textual.widgets import DataTable
 
-from runners.history import RunHistory
+from runners.watch.history import RunHistory
 
 MAX_ROWS = 200
 HIDDEN = ("runtime", "per_second", "epoch", "num_input_tokens", "total_flos")

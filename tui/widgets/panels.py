@@ -12,7 +12,7 @@ from typing import Any
 from textual.content import Content
 from textual.widgets import Static
 
-from runners.history import RunHistory
+from runners.watch.history import RunHistory
 
 GIB = 2**30
 STATE_STYLES = {"running": "bold $success", "finished": "bold $primary", "stopped": "bold $warning",

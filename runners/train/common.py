@@ -1,0 +1,90 @@
+"""What the runners share, so no runner imports another: rank facts, the control files, memory records
+and experiment tracking set-up. Runs in the training process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runners import rundir
+from runners.spec import RunSpec
+def configure_tracking(spec: RunSpec, run_dir: Path) -> None:
+    if "wandb" in spec.tracking.report_to:
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        if spec.tracking.wandb_project:
+            os.environ.setdefault("WANDB_PROJECT", spec.tracking.wandb_project)
+        if spec.tracking.wandb_mode:
+            os.environ["WANDB_MODE"] = spec.tracking.wandb_mode
+        elif not os.environ.get("WANDB_API_KEY") and not (Path.home() / ".netrc").exists():
+            os.environ.setdefault("WANDB_MODE", "offline")
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @classmethod
+    def from_env(cls) -> RankInfo:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def memory_record(rank: int, step: int) -> dict[str, Any]:
+    """This process's memory: torch.cuda counters on GPU, resident set size always."""
+    import psutil
+
+    record: dict[str, Any] = {"step": step, "rank": rank, "rss": psutil.Process().memory_info().rss, "device": "cpu"}
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            dev = torch.cuda.current_device()
+            record.update(device=f"cuda:{dev}", allocated=torch.cuda.memory_allocated(dev),
+                          reserved=torch.cuda.memory_reserved(dev),
+                          peak_allocated=torch.cuda.max_memory_allocated(dev),
+                          peak_reserved=torch.cuda.max_memory_reserved(dev))
+    except Exception:  # noqa: BLE001 - memory reporting must never break training
+        pass
+    return record
+
+
+class ControlFiles:
+    """Reads and clears the stop/checkpoint request files of a run dir."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir) / rundir.CONTROL_DIR
+
+    def _exists(self, what: str) -> bool:
+        return (self.dir / what).exists()
+
+    def stop_requested(self) -> bool:
+        return self._exists(rundir.STOP_REQUEST)
+
+    def checkpoint_requested(self) -> bool:
+        return self._exists(rundir.CHECKPOINT_REQUEST)
+
+    def clear(self, what: str) -> None:
+        try:
+            (self.dir / what).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def agree(flags: list[int]) -> list[int]:
+    """Rank 0's flags, on every rank (a broadcast when torch.distributed is up, else unchanged)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flags
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(flags, dtype=torch.int32, device=device)
+    dist.broadcast(tensor, src=0)
+    return [int(x) for x in tensor.tolist()]

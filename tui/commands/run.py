@@ -1,0 +1,211 @@
+"""`ftui run/demo/stop/checkpoint/kill/resume/runs`: launch and control detached runs.
+
+Launching validates everything first (spec, model, data, cadence through the real
+TrainingArguments), then writes the run dir and starts the job in its own session. `--headless`
+follows it with a progress bar and exits with the run's exit code; Ctrl-C detaches and leaves the
+run going. Imports neither Textual nor torch.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from runners.launch import control
+from runners import rundir, runstate
+from runners import spec as specmod
+from runners.errors import UserError
+from runners.events import EVENTS_FILE, TailReader, iter_chunks
+from runners.watch.history import RunHistory
+from runners import paths
+
+ASSETS = paths.ASSETS
+DEMO_SPECS = {"hf_trainer": "demo.yaml", "simpletransformers": "demo_simpletransformers.yaml",
+              "sentence_transformers": "demo_sentence_transformers.yaml"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}. Run '{self.prog} --help' for its options.")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", help="where runs live (default: $FTUI_RUNS_DIR or ./runs)")
+
+
+def _launch_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--headless", action="store_true", help="follow the run with a progress bar instead of the dashboard")
+    p.add_argument("--detach", action="store_true", help="start the run and return at once")
+    p.add_argument("--strategy", choices=list(specmod.STRATEGIES))
+    p.add_argument("--num_processes", type=int, help="processes per node (GPUs, or CPU processes without GPUs)")
+
+
+def parser_for(command: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"ftui {command}")
+    if command == "run":
+        p.add_argument("spec", help="run spec YAML")
+        _launch_flags(p)
+    elif command == "demo":
+        _launch_flags(p)
+        p.add_argument("--runner", choices=list(DEMO_SPECS), default="hf_trainer")
+    elif command == "resume":
+        p.add_argument("run", help="run id, unique part of it, path, or 'latest'")
+        _launch_flags(p)
+        p.add_argument("--num_train_epochs", type=float, metavar="EPOCHS",
+                       help="train to this many epochs in all (to train a finished run further)")
+        p.add_argument("--max_steps", type=int, metavar="STEPS",
+                       help="train to this many optimizer steps in all (overrides the epochs)")
+    elif command == "runs":
+        _common(p)
+        p.add_argument("--json", action="store_true")
+    else:
+        p.add_argument("run", help="run id, unique part of it, path, or 'latest'")
+        _common(p)
+        if command == "stop":
+            p.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the stop, then kill if it has not happened")
+        if command == "kill":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return p
+
+
+def find(runs_dir: Path, ref: str) -> Path:
+    found = rundir.find_run(runs_dir, ref)
+    if found is None:
+        known = ", ".join(p.name for p in rundir.list_runs(runs_dir)[:5]) or "none"
+        raise UserError(f"No run matches '{ref}' in {runs_dir} (recent runs: {known}). Give a run id, a unique part of "
+                        "it, a run dir path, or 'latest'; --runs-dir chooses the runs dir.")
+    return found
+
+
+def follow(run_dir: Path) -> int:
+    """Rich progress until the run ends; returns its exit code (Ctrl-C detaches)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console()
+    reader, history = TailReader(run_dir / EVENTS_FILE), RunHistory()
+    console.print(f"[bold]run[/] {run_dir.name}  (dir {run_dir})\n  log: {run_dir / rundir.LOG_FILE}\n"
+                  f"  stop: ftui stop {run_dir.name}   checkpoint: ftui checkpoint {run_dir.name}")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("starting", total=None, info="")
+            while True:
+                history.apply(reader.poll())
+                status = runstate.effective_status(run_dir) or {}  # an end is seen even if the supervisor died
+                info = []
+                if "loss" in history.latest:
+                    info.append(f"loss {history.latest['loss']:.4f}")
+                if history.evals:
+                    metrics = history.evals[-1]["metrics"]
+                    key = next((k for k in metrics if k not in ("eval_loss", "eval_runtime", "epoch") and "per_second" not in k
+                                and "runtime" not in k), "eval_loss")
+                    info.append(f"{key} {metrics.get(key, float('nan')):.4f}")
+                if history.best:
+                    info.append(f"best@{history.best['step']}")
+                progress.update(task, description=history.state if history.step else status.get("state", "starting"),
+                                total=history.max_steps, completed=history.step, info="  ".join(info))
+                if status.get("state") in rundir.TERMINAL_STATES:
+                    history.apply(reader.poll())
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print(f"\ndetached: the run goes on. Watch it again with: ftui attach {run_dir}")
+        return 0
+    status = runstate.effective_status(run_dir) or {}
+    state = status.get("state")
+    colour = {"finished": "green", "stopped": "yellow"}.get(str(state), "red")
+    console.print(f"[{colour}]{state}[/] after {history.step} steps" + (f": {status['error']}" if status.get("error") else ""))
+    if history.best:
+        console.print(f"best {history.best['metric']} = {history.best['value']} at step {history.best['step']}: {history.best['checkpoint']}")
+    return int(status.get("exit_code") or 0) if state != "stopped" else 0
+
+
+def _open_or_follow(run_dir: Path, args: argparse.Namespace) -> int:
+    if args.detach:
+        print(run_dir)
+        return 0
+    if not args.headless:
+        try:
+            from tui.commands.ui import open_run
+        except ImportError:
+            open_run = None
+        if open_run is not None and sys.stdout.isatty():
+            return int(open_run(run_dir) or 0)
+    return follow(run_dir)
+
+
+def main(command: str, argv: list[str]) -> int:
+    args = parser_for(command).parse_args(argv)
+    runs_dir = rundir.default_runs_dir(getattr(args, "runs_dir", None))
+    if command in ("run", "demo", "resume"):
+        from runners.launch import launcher
+
+        resumed_from = None
+        if command == "run":
+            spec = specmod.load(args.spec)
+        elif command == "demo":
+            spec = specmod.load(ASSETS / "specs" / DEMO_SPECS[args.runner])
+        else:
+            old = find(runs_dir, args.run)
+            notes: list[str] = []
+            spec = control.resume_spec(old, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps, notes=notes)
+            resumed_from = old.name
+            for note in notes:
+                print(f"ftui resume: {note}", file=sys.stderr)
+            print(f"ftui resume: from {spec.training['resume_from_checkpoint']}", file=sys.stderr)
+        spec = launcher.apply_overrides(spec, args.strategy, args.num_processes)
+        run_dir = launcher.launch(spec, runs_dir, resumed_from=resumed_from)
+        return _open_or_follow(run_dir, args)
+    if command == "runs":
+        return list_runs(runs_dir, args.json)
+    run_dir = find(runs_dir, args.run)
+    if command == "stop":
+        print(control.stop(run_dir, timeout=args.wait, escalate=args.wait is not None))
+    elif command == "checkpoint":
+        print(control.checkpoint(run_dir))
+    elif command == "kill":
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UserError("ftui kill needs confirmation: pass --yes (a graceful, checkpointed stop is 'ftui stop').")
+            if input(f"Kill run {run_dir.name} without a checkpoint? [y/N] ").strip().lower() != "y":
+                print("not killed")
+                return 1
+        print(control.kill(run_dir))
+    return 0
+
+
+def list_runs(runs_dir: Path, as_json: bool) -> int:
+    import json
+
+    rows = []
+    for path in rundir.list_runs(runs_dir):
+        status = runstate.effective_status(path) or {}  # reconciled: the same state every reader shows
+        history = RunHistory()
+        for chunk in iter_chunks(path / EVENTS_FILE):  # the whole file, however long
+            history.apply(chunk)
+        start, end = status.get("started_at"), status.get("ended_at") or time.time()
+        rows.append({"run": path.name, "state": status.get("state"), "runner": status.get("runner"),
+                     "step": history.step, "max_steps": history.max_steps, "best": history.best,
+                     "duration_s": round(end - start, 1) if start else None, "path": str(path),
+                     "orphaned": bool(status.get("orphaned")), "error": status.get("error"),
+                     "note": status.get("note")})
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs in {runs_dir}")
+    for col in ("run", "state", "runner", "step", "best", "duration"):
+        table.add_column(col)
+    for r in rows:
+        best = f"{r['best']['metric']}={r['best']['value']:.4g}" if r["best"] and r["best"].get("value") is not None else ""
+        table.add_row(r["run"], str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""), str(r["runner"]), f"{r['step']}/{r['max_steps'] or '?'}", best,
+                      f"{r['duration_s']:.0f}s" if r["duration_s"] else "")
+    Console().print(table)
+    return 0
