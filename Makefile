@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -25,8 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/ftui demo
 
-test: $(STAMP)
+# ruff and mypy first (seconds): a lint or type error fails the suite before the slow tests run.
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check runners tui tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	for b in memory_accuracy time_accuracy plan_latency callback_overhead tensorboard_read; do $(BIN)/python bench/$$b.py || exit 1; done

@@ -71,7 +71,8 @@ def h100_rows() -> list[dict]:
         row = {"table": "H100 Trainer rows (ftui --plan flags)", "id": rec["name"], "metric": "peak allocated",
                "family": family, "split": "tuned" if family in TUNED_FAMILIES else "held-out",
                "estimated": data["peak_allocated_bytes"], "closed_form": off.peak_allocated, "phase": data["phase"],
-               "route": plan.estimate.route, "status": rec["status"], "max_batch": data["estimated_max_per_device_train_batch_size"]
+               "route": plan.estimate.route, "status": rec["status"],
+               "max_batch": data["estimated_max_per_device_train_batch_size"]
                if "estimated_max_per_device_train_batch_size" in data else data["max_per_device_train_batch_size"],
                "fits": plan.estimate.fits, "batch": case["bs"]}
         if rec["status"] == "ok":
@@ -146,7 +147,8 @@ def main() -> None:
                 print(f"{r['id']:40} {r['split']:8} {r['measured'] / 1e9:9.2f} {r['estimated'] / 1e9:9.2f} "
                       f"{r['error_pct']:+6.1f}% {r['closed_form_error_pct']:+6.1f}%  {r['phase']} / {r['route']}")
             else:
-                verdict = "ok" if (not r["fits"] and r["estimated"] >= r["measured_lower_bound"] and r["max_batch"] < r["batch"]) else "WRONG"
+                right = not r["fits"] and r["estimated"] >= r["measured_lower_bound"] and r["max_batch"] < r["batch"]
+                verdict = "ok" if right else "WRONG"
                 print(f"{r['id']:40} {r['split']:8} {'OOM':>9} {r['estimated'] / 1e9:9.2f}  (ran out at batch {r['batch']}; "
                       f"plan: fits={r['fits']}, largest batch {r['max_batch']}: {verdict})")
     print("\nSummary (peak allocated; the V100 table: NVML used)")
@@ -163,7 +165,8 @@ def main() -> None:
             share = f"  {100 * r['max_batch'] / lim[0]:.0f}% of the largest measured fit" if lim else ""
             flag = "" if (lim is None or r["max_batch"] <= lim[0]) else \
                 f"  above the largest measured fit: unverified (the limit lies between {lim[0]} and {lim[1]})"
-            print(f"  {r['id']:40} plan {r['max_batch']:4d}   {text}{share}{flag}{'' if ok or lim else '  (below a batch that ran)'}")
+            below = "" if ok or lim else "  (below a batch that ran)"
+            print(f"  {r['id']:40} plan {r['max_batch']:4d}   {text}{share}{flag}{below}")
     if "--write-bands" in sys.argv:
         write_bands(rows)
 

@@ -72,16 +72,17 @@ def fit(data: list[dict]) -> dict[str, float]:
 
     train = [r for r in data if r["split"] == "fit"]
 
-    def apply(x: "np.ndarray") -> None:
+    def apply(x: np.ndarray) -> None:
         timing.PEAK_EFFICIENCY["half"], timing.PEAK_EFFICIENCY["fp32"] = float(x[0]), float(x[1])
         timing.LAYER_S, timing.MICRO_S, timing.ACT_TRAFFIC = float(x[2]), float(x[3]), float(x[4])
 
-    def residuals(x: "np.ndarray") -> "np.ndarray":
+    def residuals(x: np.ndarray) -> np.ndarray:
         apply(x)
         evaluate(train)
         return np.array([np.log(r["estimated"] / r["measured"]) for r in train])
 
-    x0 = np.array([timing.PEAK_EFFICIENCY["half"], timing.PEAK_EFFICIENCY["fp32"], timing.LAYER_S, timing.MICRO_S, timing.ACT_TRAFFIC])
+    x0 = np.array([timing.PEAK_EFFICIENCY["half"], timing.PEAK_EFFICIENCY["fp32"], timing.LAYER_S, timing.MICRO_S,
+                   timing.ACT_TRAFFIC])
     result = least_squares(residuals, x0, bounds=([0.05, 0.05, 0.0, 0.0, 0.0], [1.0, 1.0, 0.01, 0.05, 40.0]))
     apply(result.x)
     return {"PEAK_EFFICIENCY half": result.x[0], "PEAK_EFFICIENCY fp32": result.x[1], "LAYER_S": result.x[2],

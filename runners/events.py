@@ -121,7 +121,7 @@ class TailReader:
         return list(self._parse(chunk[: end + 1]))
 
     def _parse(self, chunk: bytes) -> Iterator[dict[str, Any]]:
-        for lineno, raw in enumerate(chunk.splitlines(), 1):
+        for raw in chunk.splitlines():
             if not raw.strip():
                 continue
             try:

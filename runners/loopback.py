@@ -50,7 +50,8 @@ def torchrun_rendezvous() -> list[str]:
 def _loopback_ip(host: str) -> str | None:
     try:
         ip = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
-        return ip if ipaddress.ip_address(ip).is_loopback else None
+        # an IP family's sockaddr starts with the address string (typeshed also allows AF_CAN's int)
+        return ip if isinstance(ip, str) and ipaddress.ip_address(ip).is_loopback else None
     except (OSError, ValueError, IndexError):
         return None
 

@@ -63,7 +63,8 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     OSError only when neither way worked.
     """
     text = json.dumps(data, indent=1, default=str)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # unique per write, not per process: the dashboard writes status from several worker threads
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "w") as fh:
             fh.write(text)
@@ -125,7 +126,14 @@ def list_runs(runs_dir: Path) -> list[Path]:
     """Every run dir under ``runs_dir``, newest first."""
     if not runs_dir.is_dir():
         return []
-    return sorted((p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p)), reverse=True)
+    runs = [p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p)]
+    return sorted(runs, key=_creation_key, reverse=True)
+
+
+def _creation_key(run_dir: Path) -> tuple[str, float, str]:
+    """Ids sort by the second they were made in; within one second, status.json's created_at decides."""
+    created = (read_status(run_dir) or {}).get("created_at")
+    return run_dir.name[:15], float(created) if isinstance(created, (int, float)) else 0.0, run_dir.name
 
 
 def find_run(runs_dir: Path, ref: str) -> Path | None:

@@ -16,20 +16,20 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from runners import redaction, spec_types, strategies
+from runners import chat_data, paths, redaction, spec_types, strategies
 from runners.errors import UserError, did_you_mean
-from runners import paths
 
 ASSETS = paths.ASSETS
 
-RUNNERS = ("hf_trainer", "simpletransformers", "sentence_transformers")
+RUNNERS = ("hf_trainer", "simpletransformers", "sentence_transformers", "sft")
 TASKS = ("seq-cls", "causal-lm", "seq2seq", "token-cls", "embedding")
 STRATEGIES = strategies.NAMES
 LAUNCHERS = strategies.LAUNCHERS
@@ -53,10 +53,17 @@ _Loader.add_implicit_resolver(
 
 @dataclass
 class LoraSpec:
+    """LoRA adapters (peft); how ftui turns them into peft's LoraConfig: runners/peft_rules.py."""
+
     r: int = 16
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # module names as peft matches them (a name, or the end of one: "q_proj", "attention.self.query"), or
+    # ["all-linear"]; unset: peft's default for the model family (bert: query, value; llama: q_proj, v_proj)
+    target_modules: list[str] | None = None
+    modules_to_save: list[str] | None = None  # trained whole and saved with the adapter (seq-cls adds its head)
+    use_dora: bool = False
+    use_rslora: bool = False
 
 
 @dataclass
@@ -64,7 +71,8 @@ class ModelSpec:
     name_or_path: str = ""
     torch_dtype: str = "auto"
     attn_implementation: str = "sdpa"
-    load_in_4bit: bool = False
+    load_in_4bit: bool = False  # QLoRA: NF4 with double quantization (bitsandbytes, CUDA only); needs lora
+    load_in_8bit: bool = False  # LLM.int8 base (bitsandbytes, CUDA only); needs lora
     lora: LoraSpec | None = None
     tokenizer: str | None = None
     num_labels: int | None = None
@@ -89,6 +97,14 @@ class DatasetSpec:
     seed: int = 42
     # rows with an empty text/label: an error before launch (False), or dropped, counted, by preflight and runner
     drop_empty: bool = False
+    # the sft runner (trl's SFTTrainer; docs/sft.md): the data's format (auto: from the column names), a chat
+    # template (Jinja text or a .jinja file) for a tokenizer without one, packing into max_seq_length blocks, and
+    # loss only on the completions (prompt-completion data) or the assistant turns (messages data)
+    format: str = "auto"
+    chat_template: str | None = None
+    packing: bool = False
+    completion_only_loss: bool = False
+    assistant_only_loss: bool = False
 
 
 @dataclass
@@ -156,7 +172,7 @@ def training_argument_types() -> tuple[dict[str, str], dict[str, list[str]]]:
     return data.get("types", {}), data.get("choices", {})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _section_types(cls: type) -> dict[str, str]:
     return spec_types.dataclass_types(cls)
 
@@ -165,7 +181,8 @@ def check_types(spec: RunSpec, source: str) -> None:
     """Every value against its declared type: dataclass hints for the sections, the shipped
     TrainingArguments types for ``training`` (runner_args are runner-specific and checked there)."""
     def section(obj: Any, where: str) -> None:
-        for name, type_str in _section_types(type(obj)).items():
+        # a class is hashable; mypy checks type[...] against Hashable through the metaclass and rejects it
+        for name, type_str in _section_types(cast(Hashable, type(obj))).items():
             value = getattr(obj, name)
             if dataclasses.is_dataclass(value):
                 section(value, f"{where}.{name}" if where else name)
@@ -219,6 +236,8 @@ def from_dict(data: dict[str, Any], source: str = "spec") -> RunSpec:
         if key in SECTION_TYPES:
             value = _build(SECTION_TYPES[key], value, key)
         kwargs[key] = value
+    if kwargs.get("runner") == "sft":
+        kwargs.setdefault("task", "causal-lm")  # the one task the sft runner trains
     spec = RunSpec(**kwargs)
     validate(spec, source)
     return spec
@@ -250,6 +269,7 @@ def validate(spec: RunSpec, source: str = "spec") -> None:
     _choice(spec.model.attn_implementation, ATTN_IMPLEMENTATIONS, "model.attn_implementation", source)
     _choice(spec.model.init, MODEL_INITS, "model.init", source)
     _check_ranges(spec, source)
+    _check_sft(spec, source)
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         value = spec.training.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -265,6 +285,31 @@ def validate(spec: RunSpec, source: str = "spec") -> None:
                         f"got {spec.dataset.eval_fraction!r}.")
 
 
+SFT_DATASET_KEYS = ("format", "chat_template", "packing", "completion_only_loss", "assistant_only_loss")
+
+
+def _check_sft(spec: RunSpec, source: str) -> None:
+    """The sft runner's dataset settings: only with that runner, which trains causal-lm."""
+    ds = spec.dataset
+    _choice(ds.format, chat_data.FORMATS, "dataset.format", source)
+    if spec.runner != "sft":
+        defaults = DatasetSpec()
+        used = [k for k in SFT_DATASET_KEYS if getattr(ds, k) != getattr(defaults, k)]
+        if used:
+            raise UserError(f"{source}: dataset.{used[0]} is a setting of the sft runner, but the runner is "
+                            f"'{spec.runner}', which ignores it. Set runner: sft, or remove dataset.{used[0]}.")
+        return
+    if spec.task != "causal-lm":
+        raise UserError(f"{source}: the sft runner trains causal language models (task causal-lm), but the task is "
+                        f"'{spec.task}'. Set task: causal-lm (or leave task out), or choose another runner.")
+    if ds.assistant_only_loss and ds.format in ("prompt-completion", "text"):
+        raise UserError(f"{source}: dataset.assistant_only_loss needs conversations (dataset.format messages), but "
+                        f"dataset.format is {ds.format}. Use completion_only_loss for prompt-completion data.")
+    if ds.completion_only_loss and ds.format in ("messages", "text"):
+        raise UserError(f"{source}: dataset.completion_only_loss needs prompt-completion data, but dataset.format is "
+                        f"{ds.format}. Use assistant_only_loss for conversations.")
+
+
 def _check_ranges(spec: RunSpec, source: str) -> None:
     """Values of the right type that no run can use (TrainingArguments accepts them, then torch fails)."""
     t = spec.training
@@ -275,8 +320,41 @@ def _check_ranges(spec: RunSpec, source: str) -> None:
     if epochs is not None and epochs <= 0 and not (max_steps is not None and max_steps > 0):
         raise UserError(f"{source}: training.num_train_epochs must be positive, got {epochs!r}: nothing would be "
                         "trained. Give a positive number of epochs, or a positive training.max_steps.")
-    if spec.model.lora is not None and spec.model.lora.r < 1:
-        raise UserError(f"{source}: model.lora.r must be a whole number of at least 1, got {spec.model.lora.r!r}.")
+    _check_lora(spec, source)
+
+
+def _check_lora(spec: RunSpec, source: str) -> None:
+    """LoRA and quantization values no run can use; whether this machine can quantize is preflight's."""
+    model, lora = spec.model, spec.model.lora
+    if lora is not None:
+        if lora.r < 1:
+            raise UserError(f"{source}: model.lora.r must be a whole number of at least 1, got {lora.r!r}.")
+        if lora.alpha <= 0:
+            raise UserError(f"{source}: model.lora.alpha must be positive, got {lora.alpha!r} (the adapters' scale "
+                            "is alpha / r; 16 or 2 * r are usual).")
+        if not 0 <= lora.dropout < 1:
+            raise UserError(f"{source}: model.lora.dropout must be at least 0 and below 1, got {lora.dropout!r}.")
+        for key in ("target_modules", "modules_to_save"):
+            names = getattr(lora, key)
+            if names is not None and (not names or any(not n.strip() for n in names)):
+                raise UserError(f"{source}: model.lora.{key} must be a list of module names, got {names!r}. Remove "
+                                "the key to use the default, or name modules (e.g. [q_proj, v_proj], or [all-linear]).")
+        targets = [t.lower() for t in lora.target_modules or []]
+        if "all-linear" in targets and len(targets) > 1:
+            raise UserError(f"{source}: model.lora.target_modules lists all-linear with other names "
+                            f"({lora.target_modules}): all-linear already means every linear layer. Give it alone.")
+    if model.load_in_4bit and model.load_in_8bit:
+        raise UserError(f"{source}: model.load_in_4bit and model.load_in_8bit are both set: a model is loaded one "
+                        "way. Keep one (4-bit for QLoRA, the smaller).")
+    bits = "load_in_4bit" if model.load_in_4bit else "load_in_8bit" if model.load_in_8bit else None
+    if bits and lora is None:
+        raise UserError(f"{source}: model.{bits} freezes a quantized base, which only trains through adapters, but "
+                        "the spec has no model.lora. Add a model.lora section (e.g. lora: {r: 16}), or remove "
+                        f"model.{bits} to train the whole model.")
+    if bits and model.init == "random":
+        raise UserError(f"{source}: model.{bits} with model.init random would quantize and freeze a random base: the "
+                        "adapters would learn on noise. Use pretrained weights (model.init: pretrained), or drop "
+                        f"model.{bits} (LoRA on a random init is fine for a smoke test).")
 
 
 def load(path: str | Path, secrets: list[tuple[list[Any], Any]] | None = None) -> RunSpec:
@@ -313,6 +391,9 @@ def resolve_paths(spec: RunSpec, base: Path) -> RunSpec:
     spec.model.tokenizer = fix(spec.model.tokenizer)
     spec.dataset.train = fix(spec.dataset.train) or ""
     spec.dataset.eval = fix(spec.dataset.eval)
+    template = spec.dataset.chat_template
+    if template and "{{" not in template and "{%" not in template:  # a template file, not the template itself
+        spec.dataset.chat_template = fix(template)
     return spec
 
 

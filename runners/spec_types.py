@@ -19,9 +19,9 @@ import types
 import typing
 from typing import Any
 
+from runners import paths
 from runners.errors import UserError, did_you_mean
 from runners.redaction import shown
-from runners import paths
 
 FIELDS_FILE = paths.ASSETS / "training_arguments_fields.json"
 SENTENCE_EXTRAS = ("batch_sampler", "learning_rate_mapping", "multi_dataset_batch_sampler", "prompts",

@@ -65,7 +65,9 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def wait_until(predicate, timeout: float = 180.0, what: str = "condition", every: float = 0.2):  # noqa: ANN001, ANN201
-    """The predicate's first truthy value, polled until ``timeout``; a clear failure naming ``what`` after it."""
+    """The predicate's first truthy value, polled until ``timeout``; a clear failure naming ``what`` after it.
+
+    Use it instead of a sleep whenever a test waits for something to happen."""
     import time
 
     deadline = time.time() + timeout
@@ -75,6 +77,16 @@ def wait_until(predicate, timeout: float = 180.0, what: str = "condition", every
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the kernel's pick for port 0): never a fixed number, which
+    another job on the machine may hold."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def group_gone(pgid: int) -> bool:

@@ -1,13 +1,12 @@
 """Cadence: steps counted like the Trainer, fractions resolved, checked by the real TrainingArguments."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
-from runners.plan import cadence
 from runners.errors import UserError
+from runners.plan import cadence
 from runners.spec import from_dict
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo" / "model"
@@ -40,7 +39,7 @@ def test_fractions_are_checked_after_resolving() -> None:
     """eval 0.02 / save 0.1 pass the Trainer's own check but resolve to 7 and 34 at 333 steps."""
     spec = _spec(eval_steps=0.02, save_steps=0.1, max_steps=333, load_best_model_at_end=True,
                  eval_strategy="steps", save_strategy="steps")
-    assert math.ceil(333 * 0.02) == 7 and math.ceil(333 * 0.1) == 34
+    assert cadence.resolve_step(0.02, 333) == 7 and cadence.resolve_step(0.1, 333) == 34  # ceil(6.66), ceil(33.3)
     assert cadence.validate_with_transformers(dict(spec.training)) is None  # the Trainer accepts it
     with pytest.raises(UserError, match="resolves to 34 and eval_steps to 7"):
         cadence.suggest(spec, 1000, 1)
@@ -62,10 +61,15 @@ def test_smoke_test_preset() -> None:
 
 def test_simpletransformers_counts_per_gpu_and_epoch_evals() -> None:
     st = cadence.simpletransformers_cadence(1000, 8, 1, 2, n_evals=10)
-    assert st["total_steps"] == 125 * 2
-    assert st["evaluate_during_training_steps"] == 25
-    assert st["evaluations"] == 10 + 2
-    assert st["logging_steps"] == max(1, round(250 / 100))
+    assert st["total_steps"] == 250  # ceil(1000 / 8) = 125 steps per epoch, 2 epochs
+    assert st["evaluate_during_training_steps"] == 25  # 250 steps / 10 evaluations
+    assert st["evaluations"] == 12  # 250 / 25 = 10 during training, plus one at each of the 2 epoch ends
+    assert st["logging_steps"] == 2  # about 100 logs: 250 / 100 = 2.5, rounded half to even
+    odd = cadence.simpletransformers_cadence(999, 8, 3, 1, n_evals=7)
+    # ceil(999 / 8) = 125 batches, 125 // 3 = 41 optimizer steps (simpletransformers drops the remainder);
+    # 41 / 7 = 5.86 -> every 6 steps, 41 // 6 = 6 evaluations + 1 at the epoch end; logs: round(0.41) -> at least 1
+    assert (odd["total_steps"], odd["evaluate_during_training_steps"], odd["evaluations"], odd["logging_steps"]) == \
+        (41, 6, 7, 1)
 
 
 def test_training_arguments_keeps_user_values() -> None:

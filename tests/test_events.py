@@ -22,6 +22,7 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
         p.start()
     for p in procs:
         p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
     records = ev.read_all(path)
     assert len(records) == 900
     assert sorted({r["rank"] for r in records}) == [0, 1, 2]
@@ -102,15 +103,15 @@ def test_read_all_reads_a_file_longer_than_one_poll(tmp_path: Path) -> None:
     assert len(chunks) >= 5 and sum(map(len, chunks)) == step + 3
     # ftui runs: the step of the whole file, not of its first 4 MiB
     rundir.update_status(run, state="stopped", started_at=1.0, ended_at=2.0)
-    from tui.commands.run import list_runs
     import contextlib
     import io
-    import json as _json
+
+    from tui.commands.run import list_runs
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         list_runs(tmp_path / "runs", as_json=True)
-    (row,) = _json.loads(out.getvalue())
+    (row,) = json.loads(out.getvalue())
     assert row["step"] == step and row["state"] == "stopped"
     history = RunHistory()
     for chunk in ev.iter_chunks(path):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runners.launch import control
-from runners import rundir, runstate
 from runners import events as ev
+from runners import rundir, runstate
+from runners.launch import control
 from runners.watch.history import RunHistory
 from runners.watch.sources.ftui_run import FtuiRunSource
 from tests.conftest import ftui, only_run, records, tiny_spec, wait_until

@@ -11,7 +11,8 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import ROOT, ftui, only_run, records
+from runners import rundir
+from tests.conftest import ROOT, ftui, only_run, records, tiny_spec
 
 
 def _types(recs: list[dict]) -> set[str]:
@@ -113,7 +114,7 @@ def _listeners_while_running(tmp_path: Path, spec: Path) -> tuple[Path, set[tupl
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         run_dirs = [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
-        status = json.loads((run_dirs[0] / "status.json").read_text()) if run_dirs and (run_dirs[0] / "status.json").exists() else {}
+        status = (rundir.read_status(run_dirs[0]) or {}) if run_dirs else {}
         if status.get("pid"):
             try:
                 tree = [psutil.Process(status["pid"])]
@@ -127,7 +128,7 @@ def _listeners_while_running(tmp_path: Path, spec: Path) -> tuple[Path, set[tupl
                             seen.add((c.laddr.ip, c.laddr.port, " ".join(p.cmdline()[:4])[-80:]))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-        time.sleep(0.1)
+        time.sleep(0.1)  # a sampling interval, not a wait: sockets are sampled for as long as the run lasts
     _, err = proc.communicate(timeout=60)
     assert runs.exists(), err[-3000:]
     run = only_run(runs)
@@ -162,9 +163,8 @@ def test_accelerate_yaml_fields(tmp_path: Path, hardware: dict, expect: dict) ->
     """The written accelerate.yaml is plain YAML with the right fields, and accelerate's own loader takes it."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    from runners.launch import launcher
     from runners import spec as specmod
-    from tests.conftest import tiny_spec
+    from runners.launch import launcher
 
     run = launcher.create_run(specmod.from_dict(tiny_spec(hardware=hardware)), tmp_path / "runs")
     path = run / "accelerate.yaml"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runners.plan import architecture, models
 from runners.errors import UserError
+from runners.plan import architecture, models
 
 REQUIRED = ["bert-base-uncased", "bert-large-uncased", "roberta-base", "roberta-large", "distilbert-base-uncased",
             "gpt2", "t5-base", "all-MiniLM-L6-v2", "Llama-2-7b", "Llama-2-13b", "Llama-2-70b", "Llama-3.1-8B",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import GIB, FakeGPU, fake_nvml
+
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -29,7 +31,10 @@ def test_issue_example_json_offline() -> None:
     assert data["model"]["params"] == 335_143_938
     assert data["device_used_bytes"] > data["peak_allocated_bytes"] > 5e9  # 16 B/param of model states alone is 5.4 GB
     assert sum(data["components"].values()) == pytest.approx(data["peak_allocated_bytes"], rel=1e-6)
-    assert data["phase"] in ("forward", "backward", "optimizer step", "eval")
+    # without gradient checkpointing the peak is in backward: the forward's saved activations (4 x 512 tokens through
+    # 24 layers, GBs) are all still held when the first gradients arrive; the optimizer step adds only the
+    # gradients (4 B x 335M = 1.3 GB), and eval keeps no activations for a backward
+    assert data["phase"] == "backward"
     assert data["fits"] is True and data["max_per_device_train_batch_size"] >= 4
 
 
@@ -150,22 +155,17 @@ def test_calibration_rows_through_the_cli_flags(capsys: pytest.CaptureFixture[st
 
 def test_gpu_memory_from_nvml_else_80_gib(monkeypatch: pytest.MonkeyPatch) -> None:
     """NVML is the one thing faked (it cannot exist without a GPU): its smallest GPU sets the capacity."""
-    import types
-
     from runners.plan.planner import make_plan
     from runners.spec import from_dict
 
     spec = from_dict({"model": {"name_or_path": "Llama-3.1-8B"}, "task": "causal-lm",
                       "hardware": {"strategy": "zero3", "num_processes": 4}})
-    none_seen = make_plan(spec, num_train_samples=100).to_json()  # this machine: pynvml finds no driver
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error="Driver Not Loaded"))  # no GPU, on any machine
+    none_seen = make_plan(spec, num_train_samples=100).to_json()
     assert none_seen["gpu_memory_bytes"] == 80 * 1024**3 and none_seen["gpu_memory_source"].startswith("default")
 
-    sizes = [80 * 1024**3, 40 * 1024**3]
-    fake = types.SimpleNamespace(
-        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: len(sizes),
-        nvmlDeviceGetHandleByIndex=lambda i: i,
-        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=sizes[h]))
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([FakeGPU(total=80 * GIB),
+                                                          FakeGPU(name="NVIDIA A100-SXM4-40GB", total=40 * GIB)]))
     seen = make_plan(spec, num_train_samples=100).to_json()
     assert seen["gpu_memory_bytes"] == 40 * 1024**3 and seen["gpu_memory_source"] == "nvml"
     assert any("NVML sees 2" in w for w in seen["warnings"])

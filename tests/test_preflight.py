@@ -180,8 +180,8 @@ def test_absurd_plans_are_refused(tmp_path: Path, overrides: dict, needles: list
 
 
 def test_rotary_model_past_its_context_is_a_warning(capsys) -> None:
-    from runners.plan import models
     from runners.launch import preflight
+    from runners.plan import models
 
     spec = specmod.from_dict({"model": {"name_or_path": "Llama-2-7b-hf"}, "task": "causal-lm",
                               "dataset": {"max_seq_length": 8192}})

@@ -7,16 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+from scripts.watch import ENV, ROOT, SCRIPTS
 
 from runners.watch import procs
 from runners.watch.telemetry import Telemetry
-from scripts.watch import ENV, ROOT, SCRIPTS
-from test_telemetry import fake_pynvml
+from tests.conftest import free_port, wait_until
+from tests.fakes import fake_nvml, two_gpus
 
 
 def ftui(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -30,20 +30,18 @@ def torchrun_job(tmp_path_factory: pytest.TempPathFactory):
     torchrun = Path(sys.executable).with_name("torchrun")
     log = open(work / "train.log", "w")
     # a relative --output_dir: ftui must resolve it against the job's working dir
-    proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", "29561",
+    proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
                              str(SCRIPTS / "train_trainer.py"), "--output_dir", "out", "--max_steps", "400",
                              "--step_delay", "0.3", "--report_to", "tensorboard"],
                             cwd=work, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 180
-        job = None
-        while time.time() < deadline and proc.poll() is None:
+        def both_workers():  # the job once torchrun has started both workers
+            assert proc.poll() is None, (work / "train.log").read_text()[-3000:]  # it died: say why, now
             jobs = [j for j in procs.find_jobs()[0] if j.pid == proc.pid]
-            if jobs and len(jobs[0].workers) == 2:
-                job = jobs[0]
-                break
-            time.sleep(1)
-        assert job is not None, (work / "train.log").read_text()[-3000:]
+            return jobs[0] if jobs and len(jobs[0].workers) == 2 else None
+
+        job = wait_until(both_workers, timeout=180, every=1.0,
+                         what=f"torchrun and its 2 workers (log: {work / 'train.log'})")
         yield proc, work, job
     finally:
         if proc.poll() is None:
@@ -71,27 +69,27 @@ def test_ps_finds_the_torchrun_job_and_its_output_dir(torchrun_job) -> None:
 def test_gpu_memory_per_process_through_nvml(torchrun_job) -> None:
     _, _, job = torchrun_job
     worker = job.workers[0].pid
-    jobs, notes = procs.find_jobs(Telemetry(nvml=fake_pynvml(pids=(worker,))))
+    jobs, notes = procs.find_jobs(Telemetry(nvml=fake_nvml(two_gpus(pids=(worker,)))))
     found = next(j for j in jobs if j.pid == job.pid)
     by_pid = {p.pid: p.gpu_memory for p in found.processes}
     assert by_pid[worker] == {0: 512 * 2**20, 1: None} and by_pid[job.pid] == {}
     assert notes == []
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    _, notes = procs.find_jobs(Telemetry(nvml=fake_pynvml(pids=(gone.pid,))))
+    _, notes = procs.find_jobs(Telemetry(nvml=fake_nvml(two_gpus(pids=(gone.pid,)))))
     assert any("PID namespace" in n for n in notes)
 
 
 def test_attach_by_pid_of_launcher_or_worker(torchrun_job) -> None:
     proc, work, job = torchrun_job
-    deadline = time.time() + 120
-    while time.time() < deadline:
+
+    def attached_at_step_4() -> dict | None:
         done = ftui("attach", str(job.workers[1].pid), "--once", "--json")
         assert done.returncode == 0, done.stderr
         snap = json.loads(done.stdout)
-        if snap["step"] >= 4:
-            break
-        time.sleep(2)
+        return snap if snap["step"] >= 4 else None
+
+    snap = wait_until(attached_at_step_4, timeout=120, what="attach to report step 4", every=2.0)
     assert snap["source"] == "pid" and snap["state"] == "running"
     assert snap["status"]["job_pid"] == proc.pid and snap["status"]["inner_kind"] == "trainer"
     assert {p["pid"] for p in snap["processes"]} == set(job.pids)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runners.launch import launcher
-from runners.watch import procs
 from runners import redaction
 from runners import spec as specmod
-from runners.train import entry
 from runners.errors import UserError
+from runners.launch import launcher
+from runners.train import entry
+from runners.watch import procs
 from tests.conftest import DEMO_MODEL, ftui, only_run, tiny_spec
 
 SNAPSHOT = "/hf-cache/hub/models--org--model/snapshots/" + "0123456789abcdef0123456789abcdef01234567" + "/"

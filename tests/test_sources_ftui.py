@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripts.watch import ENV, ROOT
 
 from runners import events as ev
 from runners import rundir
@@ -15,7 +16,6 @@ from runners.errors import UserError
 from runners.watch.history import RunHistory
 from runners.watch.sources import Source, detect_kind, open_source
 from runners.watch.sources.ftui_run import FtuiRunSource
-from scripts.watch import ENV, ROOT
 
 
 def make_run(tmp_path: Path, **status: object) -> Path:

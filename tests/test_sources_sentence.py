@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
 
 from runners.watch.sources import open_source
-from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
 from tui.commands.attach import snapshot
 
 

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from scripts.watch import SCRIPTS, merged, missing_from, watch
 
 from runners.watch.sources import detect_kind, open_source
 from runners.watch.sources.simpletransformers import SimpleTransformersSource, read_eval_results
-from scripts.watch import SCRIPTS, merged, missing_from, watch
 from tui.commands.attach import snapshot
 
 

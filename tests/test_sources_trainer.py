@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
 
 from runners.watch.history import RunHistory
 from runners.watch.sources import detect_kind, open_source
 from runners.watch.sources.trainer import TrainerSource
-from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
 from tui.commands.attach import snapshot
 
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
 
 from runners.watch.sources import detect_kind, open_source
 from runners.watch.sources.wandb_run import BLOCK, FILE_HEADER, WandbSource
-from scripts.watch import SCRIPTS, expected_from_log_history, merged, missing_from, watch
 from tui.commands.attach import snapshot
 
 

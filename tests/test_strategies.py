@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runners.launch import commands
 from runners import spec, strategies
+from runners.launch import commands
 from tests.conftest import ROOT, tiny_spec
 
 

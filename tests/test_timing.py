@@ -5,7 +5,6 @@ import json
 import statistics
 import subprocess
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from runners.plan import models, timing
 from runners.plan.memory import GIB, MemoryInput
 from runners.plan.planner import make_plan
 from runners.spec import from_dict
+from tests.conftest import tiny_spec
+from tests.fakes import FakeGPU, fake_nvml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -46,14 +47,26 @@ def test_unknown_gpu() -> None:
 
 
 def test_flops_lora_and_checkpointing() -> None:
+    """Llama-3.1-8B, batch 4 x 2048 tokens, counted by hand from its config (hidden 4096, 32 layers, 32 heads of
+    128, 8 KV heads, MLP 14336, vocab 128256, untied head):
+      per layer: q, o 2 x 4096*4096 + k, v 2 x 4096*1024 + gate, up, down 3 x 4096*14336 + 2 norms 2 x 4096
+                 = 33,554,432 + 8,388,608 + 176,160,768 + 8,192 = 218,112,000
+      matmul parameters: 32 x 218,112,000 + LM head 4096*128256 + final norm 4096 = 7,504,924,672
+      forward: 2 x 7,504,924,672 x 8192 tokens = 122,960,685,826,048
+               + attention 4 x 32 layers x 2048 x 4096 x 8192 tokens / 2 (causal SDPA) = 4,398,046,511,104
+               = 127,358,732,337,152
+    A full step is forward + backward (2 forwards: activation and weight gradients) = 3 forwards; LoRA skips the
+    weight gradients (2 forwards); gradient checkpointing recomputes the forward (4 forwards)."""
     arch = models.resolve("Llama-3.1-8B").arch
     full = MemoryInput(arch=arch, task="causal-lm", batch=4, seq=2048, dtype="bfloat16", mixed="bf16")
     lora = replace(full, lora_r=16, lora_targets=("q_proj", "v_proj"))
     gc = replace(full, gradient_checkpointing=True)
-    assert timing.step_flops(lora) == pytest.approx(timing.step_flops(full) * 2 / 3)  # no weight gradients
-    assert timing.step_flops(gc) == pytest.approx(timing.step_flops(full) * 4 / 3)  # one more forward
-    tokens = 4 * 2048  # 6 N per token, plus attention
-    assert 6 * 7.5e9 * tokens < timing.step_flops(full) < 6 * 8.1e9 * tokens * 1.2
+    forward = 127_358_732_337_152
+    assert timing.step_flops(full) == pytest.approx(3 * forward, rel=1e-12)  # 382,076,197,011,456
+    assert timing.step_flops(lora) == pytest.approx(2 * forward, rel=1e-12)  # 254,717,464,674,304
+    assert timing.step_flops(gc) == pytest.approx(4 * forward, rel=1e-12)  # 509,434,929,348,608
+    eager = replace(full, attn="eager")  # eager attention computes the masked half too
+    assert timing.step_flops(eager) == pytest.approx(3 * (forward + 4_398_046_511_104), rel=1e-12)
 
 
 def test_time_accuracy_on_the_held_out_rows() -> None:
@@ -89,17 +102,16 @@ def test_plan_time_and_cost_from_the_flag() -> None:
 
 
 def test_time_needs_a_gpu_model_without_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML is the one thing faked (it cannot exist without a GPU): first none (no driver), then an A100."""
     spec = from_dict({"model": {"name_or_path": "gpt2"}, "task": "causal-lm", "hardware": {"strategy": "single"}})
-    plain = make_plan(spec, num_train_samples=100).to_json()  # this machine: pynvml finds no driver
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error="Driver Not Loaded"))
+    plain = make_plan(spec, num_train_samples=100).to_json()
     assert plain["time"] is None and plain["time_note"].startswith("time needs a GPU model: pass --gpu H100")
-    fake = types.SimpleNamespace(  # NVML is the one thing faked: it cannot exist without a GPU
-        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: 1,
-        nvmlDeviceGetHandleByIndex=lambda i: i, nvmlDeviceGetName=lambda h: b"NVIDIA A100-SXM4-40GB",
-        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=40 * GIB))
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([FakeGPU(name="NVIDIA A100-SXM4-40GB", total=40 * GIB)]))
     seen = make_plan(spec, num_train_samples=100).to_json()
     assert seen["time"]["gpu"] == "A100-40GB" and seen["time"]["gpu_source"] == "nvml"
-    assert seen["time"]["step_s"]["value"] > make_plan(spec, num_train_samples=100, gpu_name="H100").to_json()["time"]["step_s"]["value"]
+    h100 = make_plan(spec, num_train_samples=100, gpu_name="H100").to_json()
+    assert seen["time"]["step_s"]["value"] > h100["time"]["step_s"]["value"]
 
 
 def test_plan_fast_path_stays_torch_free_and_under_a_second() -> None:
@@ -169,14 +181,13 @@ def test_launch_sets_expandable_segments_unless_the_user_did(monkeypatch: pytest
     assert f"RESULT={expected}" in out.stdout
 
 
-def test_launch_writes_the_plan_the_monitor_compares_against(tmp_path: Path) -> None:
-    from tests.conftest import tiny_spec
-
+def test_launch_writes_the_plan_the_monitor_compares_against(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error="Driver Not Loaded"))  # no GPU, on any machine
     spec = from_dict({**tiny_spec(), "hardware": {"strategy": "single", "num_processes": 1}})
     run_dir = launcher.create_run(spec, tmp_path / "runs")
     planned = json.loads((run_dir / "plan.json").read_text())
     expected = make_plan(spec).to_json()
     assert planned["peak_allocated_bytes"] == expected["peak_allocated_bytes"] and planned["strategy"] == "single"
     assert planned["total_steps"] == expected["cadence"]["total_steps"]
-    assert planned["step_s"] is None and planned["time_note"].startswith("time needs a GPU model")  # no NVML here
+    assert planned["step_s"] is None and planned["time_note"].startswith("time needs a GPU model")
     assert "export PYTORCH_CUDA_ALLOC_CONF=" in (run_dir / "launch.sh").read_text()

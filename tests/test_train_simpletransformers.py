@@ -1,13 +1,12 @@
 """The simpletransformers runner, for real on CPU: events as they happen, best model, one wandb run, stop."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from runners import rundir
-from tests.conftest import DEMO_DATA, ftui, only_run, records
+from tests.conftest import DEMO_DATA, ftui, only_run, records, wait_until
 
 ST = {"runner": "simpletransformers", "cadence": {"metric_for_best_model": "eval_accuracy"}}
 
@@ -62,10 +61,8 @@ def test_stop_request_checkpoints_and_stops(tmp_path: Path, write_spec) -> None:
     spec = write_spec(**ST, dataset={"max_train_samples": None}, training={"per_device_train_batch_size": 4})
     assert ftui("run", str(spec), "--detach", "--runs-dir", str(runs)).returncode == 0
     run = only_run(runs)
-    deadline = time.time() + 120
-    while not any(r["type"] == "log" and r["step"] >= 3 for r in records(run)):
-        assert time.time() < deadline, (run / "stdout.log").read_text()[-3000:]
-        time.sleep(0.3)
+    wait_until(lambda: any(r["type"] == "log" and r["step"] >= 3 for r in records(run)), timeout=120,
+               what=f"step 3 (log: {run / 'stdout.log'})")
     out = ftui("stop", run.name, "--runs-dir", str(runs), "--wait", "120")
     assert out.returncode == 0 and "stopped" in out.stdout, out.stdout + out.stderr
     recs = records(run)

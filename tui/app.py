@@ -14,8 +14,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App
@@ -23,6 +24,10 @@ from textual.binding import Binding
 
 from runners import rundir
 from tui.messages import Launched
+
+if TYPE_CHECKING:  # types only: the UI imports a source's module when one is opened, telemetry on first use
+    from runners.watch.sources import Source
+    from runners.watch.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = ROOT / "assets" / "specs" / "demo.yaml"
@@ -41,8 +46,9 @@ class FtuiApp(App[int]):
         Binding("ctrl+l", "toggle_theme", "Light/dark", show=False),
     ]
 
-    def __init__(self, runs_dir: Path, source: Any = None, telemetry: Any = None, setup_spec: Any = None,
-                 setup_spec_path: str = "", clock: Callable[[], float] = time.time, light: bool = False, start: str = "runs") -> None:
+    def __init__(self, runs_dir: Path, source: Source | None = None, telemetry: Telemetry | None = None,
+                 setup_spec: Any = None, setup_spec_path: str = "", clock: Callable[[], float] = time.time,
+                 light: bool = False, start: str = "runs") -> None:
         super().__init__()
         self.runs_dir = runs_dir
         self.initial_source = source
@@ -57,7 +63,7 @@ class FtuiApp(App[int]):
         if light:
             self.theme = "textual-light"
 
-    def telemetry(self) -> Any:
+    def telemetry(self) -> Telemetry:
         """The shared Telemetry, created on first use (NVML init happens in a worker thread)."""
         with self._telemetry_lock:
             if self._telemetry is None:
@@ -77,7 +83,7 @@ class FtuiApp(App[int]):
 
     # -- navigation --------------------------------------------------------------------------------
 
-    def open_source(self, source: Any) -> None:
+    def open_source(self, source: Source) -> None:
         from tui.screens.monitor import MonitorScreen
 
         self.push_screen(MonitorScreen(source))
@@ -96,9 +102,8 @@ class FtuiApp(App[int]):
             self.push_screen(RunsScreen(self.runs_dir))
 
     def action_new_run(self) -> None:
-        from tui.screens.setup import SetupScreen
-
         from runners import spec as specmod
+        from tui.screens.setup import SetupScreen
 
         spec = self.setup_spec or specmod.load(DEMO_SPEC)
         self.push_screen(SetupScreen(spec, spec_path=self.setup_spec_path))
@@ -162,7 +167,7 @@ class FtuiApp(App[int]):
         self.open_run_dir(message.run_dir)
 
 
-def make_app(runs_dir: Path | str | None = None, source: Any = None, telemetry: Any = None,
+def make_app(runs_dir: Path | str | None = None, source: Source | None = None, telemetry: Telemetry | None = None,
              setup_spec: Any = None, setup_spec_path: str = "", clock: Callable[[], float] = time.time,
              light: bool = False, start: str = "runs") -> FtuiApp:
     """The dashboard with its dependencies injected (tests: a fake-NVML telemetry, a frozen clock)."""

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("tui.commands.run", "kill a run's whole process group"),
     "resume": ("tui.commands.run", "continue a run from its last checkpoint into a new run"),
     "runs": ("tui.commands.run", "list the runs in the runs dir"),
+    "export": ("tui.commands.export", "write a run's adapter, or a merged full model (--merge), for from_pretrained"),
     "attach": ("tui.commands.attach", "watch any training job: run dir, output dir, TensorBoard, wandb or PID"),
     "ps": ("tui.commands.attach", "list training processes on this machine, grouped by job"),
     "ui": ("tui.commands.ui", "open the dashboard (the default with no command)"),

@@ -11,11 +11,10 @@ import socket
 import sys
 from pathlib import Path
 
-from runners import loopback, strategies
+from runners import loopback, paths, strategies
 from runners import spec as specmod
 from runners.errors import UserError
 from runners.spec import RunSpec
-from runners import paths
 
 ROOT = paths.ROOT
 # Environment passed through to the job and written into launch.sh (never secrets).

@@ -2,8 +2,8 @@
 
 Graceful stop and checkpoint go through request files that the training callback reads (so any
 viewer can ask); kill signals the job's process group and every descendant of it (torchrun starts
-each rank in a session of its own), so no orphan rank keeps holding a GPU. Only ftui-launched runs have request files; see runners/watch/procs.py
-for jobs ftui did not start.
+each rank in a session of its own), so no orphan rank keeps holding a GPU. Only ftui-launched runs have
+request files; see runners/watch/procs.py for jobs ftui did not start.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def kill(run_dir: Path, grace: float = 10.0) -> str:
     """
     status = runstate.effective_status(run_dir) or {}
     pgid = status.get("pgid")
-    if status.get("state") not in runstate.LIVE_STATES or not _alive(pgid):
+    if status.get("state") not in runstate.LIVE_STATES or not isinstance(pgid, int) or not _alive(pgid):
         return "not running"
     try:
         rundir.update_status(run_dir, kill_requested=time.time())

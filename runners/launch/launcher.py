@@ -21,6 +21,8 @@ from runners import spec as specmod
 from runners.errors import UserError
 from runners.launch.commands import accelerate_config, build_command, choose_launcher, deepspeed_config, launch_script
 from runners.spec import RunSpec
+
+
 def apply_overrides(spec: RunSpec, strategy: str | None, num_processes: int | None) -> RunSpec:
     hw = replace(spec.hardware, strategy=strategy or spec.hardware.strategy,
                  num_processes=num_processes or spec.hardware.num_processes)
@@ -71,8 +73,9 @@ def start(run_dir: Path, secrets: dict[str, str] | None = None) -> int:
     ``secrets`` (runners.redaction.secrets_env) go into the supervisor's environment only, never into
     launch.sh: the ranks inherit them and fill the redacted slots of spec.yaml back."""
     log = open(run_dir / rundir.LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+    pythonpath = str(paths.ROOT) + (os.pathsep + os.environ.get("PYTHONPATH", "") if os.environ.get("PYTHONPATH") else "")
     env = {**{k: v for k, v in os.environ.items() if k != specmod.redaction.SECRETS_ENV}, **(secrets or {}),
-           "PYTHONPATH": str(paths.ROOT) + (os.pathsep + os.environ.get("PYTHONPATH", "") if os.environ.get("PYTHONPATH") else "")}
+           "PYTHONPATH": pythonpath}
     proc = subprocess.Popen([sys.executable, "-m", "runners.launch.supervise", str(run_dir)], stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, env=env, cwd=run_dir)
     log.close()

@@ -3,18 +3,22 @@
 :func:`check_all` is the entry point; it calls these in order of cost:
 
 - :func:`check_hardware`: plans that cannot work (8 processes with strategy ``single``, more processes than GPUs);
+- :func:`check_quantization`: a 4/8-bit base where bitsandbytes cannot run (no CUDA, strategy cpu, no package);
 - :func:`check_runs_dir`: the runs dir can take a new run (not read-only, not full);
 - :func:`check_model`: the weights can be obtained (a local dir, the Hugging Face cache, or a reachable hub),
   or the spec says ``model.init: random`` and the config can be read;
+- :func:`check_lora`: ``model.lora`` on a runner that trains adapters, with target names the model has;
 - :func:`check_sequence`: ``dataset.max_seq_length`` against the model's positions;
 - the whole dataset (:func:`runners.data.preflight`);
 - :func:`check_tokenizer`: the runner's tokenizer loads and turns the first rows into ids the model can embed.
 
 Every refusal is a :class:`UserError` (exit 2) naming the input and the fix; warnings go to stderr as
-``ftui: warning: ...``. Nothing here imports torch; only :func:`check_tokenizer` imports transformers.
+``ftui: warning: ...``. Nothing here imports torch but :func:`check_quantization` (only on a machine with GPUs,
+for a quantized spec); :func:`check_tokenizer` imports transformers.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -83,6 +87,42 @@ def check_hardware(spec: RunSpec) -> None:
         raise UserError(f"hardware.num_processes is {hw.num_processes} but this machine shows {gpus} GPU(s) "
                         f"(strategy {hw.strategy} runs one process per GPU). Set num_processes to at most {gpus}, or "
                         "make more GPUs visible (CUDA_VISIBLE_DEVICES).")
+
+
+# -- LoRA and quantization --------------------------------------------------------------------------------------
+LORA_RUNNERS = ("hf_trainer", "sft")
+
+
+def check_quantization(spec: RunSpec) -> None:
+    """A 4/8-bit base needs bitsandbytes on a CUDA GPU: refused before anything is created where it cannot run.
+    Cheap facts first (strategy, platform, the package, NVML's GPUs); torch is asked last, only when they all agree."""
+    from runners import peft_rules
+
+    if peft_rules.quant_bits(spec.model) is None:
+        return
+    facts = (spec.model, spec.hardware.strategy, sys.platform, importlib.util.find_spec("bitsandbytes") is not None,
+             _visible_gpus() if spec.hardware.strategy != "cpu" else 0)
+    problem = peft_rules.quantization_refusal(*facts)
+    if problem is None:
+        import torch
+
+        problem = peft_rules.quantization_refusal(*facts, torch_cuda=torch.cuda.is_available())
+    if problem:
+        raise UserError(problem)
+
+
+def check_lora(spec: RunSpec, resolved: Any) -> None:
+    """model.lora: a runner that trains adapters, and target names the model has (the error lists its own)."""
+    from runners.plan import architecture
+
+    lora = spec.model.lora
+    if lora is None:
+        return
+    if spec.runner not in LORA_RUNNERS:
+        raise UserError(f"model.lora trains adapters with the hf_trainer runner, but runner is {spec.runner}, which "
+                        "trains the whole model. Remove model.lora, or use runner: hf_trainer.")
+    architecture.lora_params(resolved.arch, lora.r, lora.target_modules, spec.task, tuple(lora.modules_to_save or ()),
+                             lora.use_dora)
 
 
 # -- runs dir ---------------------------------------------------------------------------------------------------
@@ -308,7 +348,9 @@ def check_all(spec: RunSpec) -> None:
                         f"but hardware.num_processes is {spec.hardware.num_processes}. Set it to 1, or use the "
                         "hf_trainer runner for multi-process training.")
     check_hardware(spec)
+    check_quantization(spec)
     resolved = check_model(spec)
+    check_lora(spec, resolved)
     check_sequence(spec, resolved)
     roles = data.preflight(spec)
     check_tokenizer(spec, resolved, [str(t) for t in data.load_table(

@@ -88,7 +88,7 @@ def estimate(arch: Arch, p: Precision, batch: int, seq: int, eval_batch: int, at
     dec_layer = layer_bytes_per_token(arch, p, seq, attn, cross_attention=True) if decoder_layers else 0.0
     embed = p.residual * arch.hidden * (2 if arch.dropout else 1) + p.residual * arch.hidden  # + final norm
     if gradient_checkpointing:
-        kept = (arch.layers + decoder_layers) * p.residual * arch.hidden  # only each layer's input
+        kept: float = (arch.layers + decoder_layers) * p.residual * arch.hidden  # only each layer's input
         recompute = max(layer, dec_layer)
     else:
         kept = arch.layers * layer + decoder_layers * dec_layer

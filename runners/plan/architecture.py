@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runners.errors import UserError
+
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+ENCODER_DECODER = ("t5", "mt5", "umt5", "longt5", "bart", "mbart", "pegasus", "marian")
 
 
 @dataclass
@@ -72,7 +74,8 @@ def arch_from_config(cfg: dict[str, Any]) -> Arch:
                     ("hidden_dropout_prob", "dropout", "resid_pdrop", "dropout_rate", "attention_dropout")),
         experts=int(_get(cfg, "num_local_experts", "num_experts", default=1) or 1),
         experts_per_token=int(_get(cfg, "num_experts_per_tok", default=1) or 1),
-        decoder_layers=int(_get(cfg, "num_decoder_layers", default=layers)) if cfg.get("is_encoder_decoder") else 0,
+        decoder_layers=int(_get(cfg, "num_decoder_layers", default=layers)) if cfg.get(
+            "is_encoder_decoder", mt in ENCODER_DECODER) else 0,  # the config class's default when the file omits it
         config_dtype=_get(cfg, "dtype", "torch_dtype"),
         config=dict(cfg),
     )
@@ -192,49 +195,134 @@ def params_for_task(arch: Arch, task: str) -> int:
     return max(arch.params.values())
 
 
-def linear_layers(arch: Arch, task: str = "causal-lm") -> dict[str, tuple[int, int, int]]:
-    """Linear layers by name -> (in, out, count): the model's own modules (learned on the meta device and
-    cached, see runners.plan.structure) when known, else the closed form's table for the bundled families."""
+TRACE_TASKS = ("causal-lm", "seq-cls", "seq2seq", "token-cls")
+CLOSED_FORM = ("bert", "roberta", "distilbert", "gpt2", "t5", "llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2")
+# families whose table lists every linear layer (all-linear can be counted from it); t5 only without gated MLPs,
+# mixtral's experts are not Linear modules in transformers 5
+COMPLETE_TABLES = ("bert", "roberta", "distilbert", "gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2")
+
+
+@dataclass(frozen=True)
+class Lora:
+    """The LoRA settings the planner counts (the fields of runners.spec.LoraSpec that change memory)."""
+
+    r: int
+    target_modules: tuple[str, ...] | None = None  # None: the family's default (runners/peft_rules.py)
+    modules_to_save: tuple[str, ...] = ()
+    use_dora: bool = False
+    dropout: float = 0.0
+
+
+def _tables(arch: Arch, task: str) -> dict[str, tuple[int, int, int]]:
+    """The closed form's linear layers with the task's head, named as the models name them."""
+    h, fam = arch.hidden, arch.family
+    out = dict(arch.linear_shapes)
+    if task == "seq-cls":
+        out.update({"roberta": {"classifier.dense": (h, h, 1), "classifier.out_proj": (h, 2, 1)},
+                    "distilbert": {"pre_classifier": (h, h, 1), "classifier": (h, 2, 1)},
+                    "bert": {"pooler.dense": (h, h, 1), "classifier": (h, 2, 1)}, "t5": {}}.get(fam, {"score": (h, 2, 1)}))
+    elif task in ("causal-lm", "seq2seq"):
+        out["lm_head"] = (h, arch.vocab, 1)
+    return out
+
+
+def meta_linears(cfg: dict[str, Any], task: str) -> dict[str, tuple[int, int, int]]:
+    """The model's own linear layers, built on the meta device in this process (imports transformers): the
+    route when the trace subprocess is off or failed."""
+    import re
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+    auto = {"seq-cls": AutoModelForSequenceClassification, "seq2seq": AutoModelForSeq2SeqLM}.get(task, AutoModelForCausalLM)
+    config = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k != "_ftui"})
+    if task == "seq-cls" and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = 0
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    out: dict[str, tuple[int, int, int]] = {}
+    for name, mod in model.named_modules():
+        w, kind = getattr(mod, "weight", None), type(mod).__name__
+        if w is None or w.dim() != 2 or kind not in ("Linear", "Conv1D"):
+            continue
+        key = re.sub(r"\.\d+\.", ".", "." + name + ".").strip(".")
+        fi, fo = (w.shape[1], w.shape[0]) if kind != "Conv1D" else (w.shape[0], w.shape[1])
+        out[key] = (int(fi), int(fo), out.get(key, (0, 0, 0))[2] + 1)
+    return out
+
+
+def lora_linears(arch: Arch, lora: Lora, task: str = "causal-lm") -> dict[str, tuple[int, int, int]]:
+    """Linear layers by name -> (in, out, count), to place LoRA adapters on: the model's own modules (learned once
+    by the trace, on the meta device, and cached: runners.plan.structure) when known; the closed form's table when
+    it names every target; else the model's modules learned now (trace subprocess, or the meta device here)."""
+    from runners import peft_rules
     from runners.plan import structure
 
-    if arch.config:
-        known = structure.load(arch.config)["facts"]
-        fact = known.get(task) or next(iter(known.values()), None)
-        if fact is None and (not arch.linear_shapes) and structure.tracing_allowed():
-            try:
-                structure.learn(arch.config, [f"{task if task in TRACE_TASKS else 'base'}/facts"])
-                fact = next(iter(structure.load(arch.config)["facts"].values()), None)
-            except (RuntimeError, OSError, subprocess.SubprocessError):
-                fact = None
-        if fact is not None:
-            return {k: tuple(v) for k, v in fact["linear"].items()}
-    return dict(arch.linear_shapes)
+    def tupled(linear: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+        return {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in linear.items()}
+
+    if not arch.config:
+        return _tables(arch, task)
+    known = structure.load(arch.config)["facts"]
+    if task in known:
+        return tupled(known[task]["linear"])
+    requested = peft_rules.requested_targets(lora, arch.family)  # a family without defaults: the error, at once
+    table = _tables(arch, task) if arch.family in CLOSED_FORM else {}
+    complete = arch.family in COMPLETE_TABLES or (arch.family == "t5" and not arch.gated_mlp)
+    if table and (complete if requested == peft_rules.ALL_LINEAR else not peft_rules.unknown_targets(table, requested)):
+        return table  # else a name the table lacks may still be the model's, or all-linear needs them all: ask it
+    if structure.tracing_allowed() and task in TRACE_TASKS:
+        try:
+            structure.learn(arch.config, [f"{task}/facts"])
+            learned = structure.load(arch.config)["facts"].get(task)
+            if learned:
+                return tupled(learned["linear"])
+        except (RuntimeError, OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return meta_linears(arch.config, task)
+    except Exception:  # noqa: BLE001 - transformers cannot build it: the closed form or the learned names
+        return table or dict(arch.linear_shapes)
 
 
-TRACE_TASKS = ("causal-lm", "seq-cls", "seq2seq", "token-cls")
+def lora_params(arch: Arch, r: int, target_modules: list[str] | None, task: str = "causal-lm",
+                modules_to_save: tuple[str, ...] = (), use_dora: bool = False) -> int:
+    """Trainable parameters of a LoRA run, by the runner's rules (runners/peft_rules.py): r * (in + out) per
+    targeted linear layer, DoRA's magnitudes, and the modules trained whole (the seq-cls head)."""
+    from runners import peft_rules
+
+    lora = Lora(r=r, target_modules=tuple(target_modules) if target_modules else None,
+                modules_to_save=tuple(modules_to_save), use_dora=use_dora)
+    return peft_rules.trainable_params(lora_linears(arch, lora, task), lora, arch.family, task)
 
 
-def _matches(target: str, name: str) -> bool:
-    return name == target or name.endswith("." + target) or name.split(".")[-1] == target
+def lora_activation_bytes(arch: Arch, lora: Lora, task: str, half_weights: bool, autocast: bool) -> float:
+    """Bytes per token the adapters add to the saved activations (dropout copies: runners/peft_rules.py)."""
+    from runners import peft_rules
+
+    linears = lora_linears(arch, lora, task)
+    targets, _ = peft_rules.select(linears, lora, arch.family, task)
+    return peft_rules.dropout_bytes_per_token(linears, targets, lora.dropout, lora.r, half_weights, autocast)
 
 
-def lora_params(arch: Arch, r: int, target_modules: list[str], task: str = "causal-lm") -> int:
-    """Trainable LoRA parameters: r * (in + out) per targeted linear layer (names as PEFT matches them)."""
-    shapes = linear_layers(arch, task) or dict(arch.linear_shapes)
-    if target_modules in (["all-linear"], ["all"]):
-        targets = [k for k in shapes if not k.endswith("lm_head")]
-    else:
-        targets = target_modules
-    unknown = [t for t in targets if not any(_matches(t, k) for k in shapes)]
-    if unknown:
-        names = sorted({k.split(".")[-1] for k in shapes})
-        raise UserError(f"--lora_target_modules names {', '.join(unknown)}, which {arch.family} models do not have. "
-                        f"Choose from: {', '.join(names) or '(none found)'} (or all-linear).")
-    total = 0
+def quantized_bytes(arch: Arch, task: str, bits: int) -> tuple[float, int]:
+    """(bytes, parameters) of the linear layers bitsandbytes quantizes: every linear layer but the output and
+    classifier heads (transformers keeps those, and the last module, in full precision)."""
+    from runners import peft_rules
+    from runners.plan import structure
+
+    heads = peft_rules.OUTPUT_HEADS + peft_rules.SEQ_CLS_HEADS
+    known = structure.load(arch.config)["facts"].get(task) if arch.config else None
+    shapes = {k: tuple(v) for k, v in known["linear"].items()} if known else dict(arch.linear_shapes)
+    if arch.experts > 1 and not known:  # the closed form's w1/w2/w3 alias gate/up/down
+        shapes = {k: v for k, v in shapes.items() if k not in ("w1", "w2", "w3")}
+    total, params = 0.0, 0
     for name, (fan_in, fan_out, count) in shapes.items():
-        if any(_matches(t, name) for t in targets):
-            total += r * (fan_in + fan_out) * count
-    return total
+        if name.split(".")[-1] in heads or name.split(".")[0] in heads:
+            continue
+        params += fan_in * fan_out * count
+        total += fan_in * fan_out * count * peft_rules.quantized_weight_bytes(bits, fan_in)
+    return total, params
 
 
 def linear_weight_params(arch: Arch) -> int:

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from runners.errors import UserError
 from runners.spec import RunSpec
 
-SMOKE_TEST = {"max_train_samples": 100, "save_strategy": "no", "load_best_model_at_end": False}
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+
+class SmokeTest(TypedDict):
+    max_train_samples: int
+    save_strategy: str
+    load_best_model_at_end: bool
+
+
+SMOKE_TEST: SmokeTest = {"max_train_samples": 100, "save_strategy": "no", "load_best_model_at_end": False}
 CADENCE_KEYS = ("logging_steps", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
                 "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "logging_strategy")
 
@@ -172,13 +182,16 @@ def validate_with_transformers(training_arguments: dict[str, Any], output_dir: s
         args.pop(key, None)  # device checks, not cadence: they depend on the machine that validates
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        arguments: type[TrainingArguments]
         if runner == "sentence_transformers":  # accepts its extras (prompts, batch_sampler, warmup_ratio, ...)
-            from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
+            from sentence_transformers import SentenceTransformerTrainingArguments
+            arguments = SentenceTransformerTrainingArguments
         else:
-            from transformers import TrainingArguments as Arguments
+            from transformers import TrainingArguments as HFTrainingArguments
+            arguments = HFTrainingArguments
         logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
-            Arguments(output_dir=output_dir, **args)
+            arguments(output_dir=output_dir, **args)
         except (ValueError, TypeError) as exc:
             return str(exc)
     return None

@@ -162,12 +162,17 @@ class _all_ones:
                 return torch.tensor(True)
             return self.orig(t, *args, **kwargs)
 
-        torch.Tensor.all = all_  # type: ignore[method-assign]
+        # monkeypatch: torch's stub types Tensor.all as an overloaded method, not a plain function
+        torch.Tensor.all = all_  # type: ignore[method-assign, assignment]
         import transformers.masking_utils as masking
 
-        self.fast = getattr(masking, "fast_all", None)
-        if self.fast is not None:
-            masking.fast_all = lambda t: True if t.is_meta else self.fast(t)
+        fast = self.fast = getattr(masking, "fast_all", None)
+        if fast is not None:
+
+            def fast_all(tensor: Any) -> Any:  # True (not a tensor) for a meta mask
+                return True if tensor.is_meta else fast(tensor)
+
+            masking.fast_all = fast_all
 
     def __exit__(self, *exc: Any) -> None:
         torch.Tensor.all = self.orig  # type: ignore[method-assign]

@@ -14,10 +14,18 @@ import os
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from runners import paths, peft_rules, strategies
 from runners.plan import activations
-from runners import strategies
-from runners.plan.architecture import DTYPE_BYTES, Arch, lora_params, linear_weight_params, params_for_task
-from runners import paths
+from runners.plan.architecture import (
+    DTYPE_BYTES,
+    Arch,
+    Lora,
+    linear_weight_params,
+    lora_activation_bytes,
+    lora_params,
+    params_for_task,
+    quantized_bytes,
+)
 
 GIB = 1024**3
 MIB = 1024**2
@@ -42,8 +50,12 @@ class MemoryInput:
     gradient_checkpointing: bool = False
     attn: str = "sdpa"
     lora_r: int | None = None
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # () for the family's default (runners/peft_rules.py)
+    lora_dropout: float = 0.0
+    lora_modules_to_save: tuple[str, ...] = ()
+    lora_dora: bool = False
     load_in_4bit: bool = False
+    load_in_8bit: bool = False
     strategy: str = "single"
     num_gpus: int = 1
     cuda_context_mib: float | None = None
@@ -127,20 +139,24 @@ def estimate(inp: MemoryInput) -> Estimate:
     arch = inp.arch
     prec = _precision(inp)
     total = params_for_task(arch, inp.task)
-    lora = lora_params(arch, inp.lora_r, list(inp.lora_targets)) if inp.lora_r else 0
+    # LoRA by the runner's rules (runners/peft_rules.py): adapters, DoRA magnitudes, heads trained whole
+    lora = lora_params(arch, inp.lora_r, list(inp.lora_targets), inp.task, inp.lora_modules_to_save,
+                       inp.lora_dora) if inp.lora_r else 0
     trainable = lora or total
     n = _shards(inp)
     notes: list[str] = []
+    bits = 4 if inp.load_in_4bit else 8 if inp.load_in_8bit else None
 
     # weights as held in memory
-    if inp.load_in_4bit:
-        linear = min(linear_weight_params(arch), total)
-        weights = linear * 0.53 + (total - linear) * prec.matmul  # NF4 + double-quantized constants
+    if bits:  # quantized linear layers; the k-bit preparation upcasts every other parameter to float32
+        quantized, linear = quantized_bytes(arch, inp.task, bits)
+        linear = min(linear, total)
+        weights = quantized + (total - linear) * peft_rules.UPCAST_BYTES
     else:
         weights = total * prec.weights
-    weights += lora * 4  # PEFT keeps adapters in float32 under autocast
+    weights += lora * peft_rules.ADAPTER_BYTES  # adapters in float32 (and the copies of the heads trained whole)
     t_bytes = 4 if lora else prec.weights  # trainable parameters' dtype: grads and torch optimizer states
-    grads = trainable * t_bytes
+    grads: float = trainable * t_bytes
     master = 0.0
     if inp.strategy in strategies.DEEPSPEED and inp.mixed and not lora:
         master = trainable * 4.0  # DeepSpeed's fp32 master weights live in the optimizer
@@ -148,8 +164,9 @@ def estimate(inp: MemoryInput) -> Estimate:
     if inp.strategy in strategies.DEEPSPEED:
         states, step_temp = trainable * 8.0, trainable * 4.0 * (1 if inp.mixed else 0)  # fp32 states + fp32 grad partition
     autocast_copies = 0.0
-    if prec.autocast and not inp.load_in_4bit:
-        autocast_copies = 2.0 * min(linear_weight_params(arch) + (arch.vocab * arch.hidden if inp.task in ("causal-lm", "seq2seq") else 0), total)
+    if prec.autocast and not bits:
+        lm_head = arch.vocab * arch.hidden if inp.task in ("causal-lm", "seq2seq") else 0
+        autocast_copies = 2.0 * min(linear_weight_params(arch) + lm_head, total)
 
     # what one GPU holds of each, by strategy
     host = 0.0
@@ -180,7 +197,8 @@ def estimate(inp: MemoryInput) -> Estimate:
             gathered = max(3 * layer_params * prec.matmul, 4 * arch.largest_layer * 1.0)
     if inp.strategy in strategies.DEEPSPEED:
         reduce_bucket = arch.hidden * arch.hidden
-        buckets = 4.5 * 4 * reduce_bucket + (2e8 * prec.matmul if inp.strategy in ("zero1", "zero2", "zero2_offload") else 0.9 * reduce_bucket * prec.matmul)
+        buckets = 4.5 * 4 * reduce_bucket + (2e8 * prec.matmul if inp.strategy in ("zero1", "zero2", "zero2_offload")
+                                             else 0.9 * reduce_bucket * prec.matmul)
     elif inp.strategy == "ddp":
         buckets = trainable * t_bytes  # DDP's gradient buckets: a second copy of the gradients
     if inp.strategy in strategies.MULTI and inp.num_gpus < 2:
@@ -188,6 +206,14 @@ def estimate(inp: MemoryInput) -> Estimate:
 
     act = activations.estimate(arch, prec, inp.batch, inp.seq, inp.eval_batch, inp.attn, inp.task,
                                inp.gradient_checkpointing)
+    adapter_act = 0.0  # what the adapters save for backward (LoRA dropout's copies): one layer's under checkpointing
+    if lora:
+        adapter_act = inp.batch * inp.seq * lora_activation_bytes(
+            arch, Lora(r=inp.lora_r or 0, target_modules=tuple(inp.lora_targets) or None,
+                       modules_to_save=inp.lora_modules_to_save, use_dora=inp.lora_dora, dropout=inp.lora_dropout),
+            inp.task, half_weights=prec.weights == 2, autocast=bool(inp.mixed))
+        if inp.gradient_checkpointing:
+            adapter_act /= max(arch.layers + arch.decoder_layers, 1)
     first_grads = min(arch.vocab * arch.hidden * t_bytes, grads) if not lora else 0.0
     if inp.persistent_grads:
         first_grads = grads
@@ -195,7 +221,7 @@ def estimate(inp: MemoryInput) -> Estimate:
     tr = None
     if inp.structure != "off" and inp.strategy != "cpu":
         tr = activations.traced(arch, inp.task, activations.trace_mode(inp.dtype, inp.mixed, inp.strategy in strategies.DEEPSPEED,
-                                                                        inp.load_in_4bit),
+                                                                        bool(bits)),
                                 inp.attn, inp.gradient_checkpointing, inp.batch, inp.seq, inp.eval_batch,
                                 learn=inp.structure == "auto")
     if tr is not None:
@@ -212,9 +238,10 @@ def estimate(inp: MemoryInput) -> Estimate:
             back_grads, back_extra = (grads if inp.persistent_grads else first_grads), tr.backward_peak - tr.saved
         phases = {
             "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "activations": tr.saved,
-                        "logits and loss": tr.forward_peak - tr.saved},
-            "backward": {**base, "activations": tr.saved, "backward buffers": max(0.0, back_extra),
-                         "gradients": back_grads, "communication buckets": buckets},
+                        "adapter activations": adapter_act, "logits and loss": tr.forward_peak - tr.saved},
+            "backward": {**base, "activations": tr.saved, "adapter activations": adapter_act,
+                         "backward buffers": max(0.0, back_extra), "gradients": back_grads,
+                         "communication buckets": buckets},
             "optimizer step": {**base, "gradients": grads, "optimizer step temporaries": step_temp,
                                "communication buckets": buckets if inp.strategy == "ddp" else 0.0},
             "eval": {**base, "eval activations and logits": tr.eval_peak},
@@ -223,10 +250,11 @@ def estimate(inp: MemoryInput) -> Estimate:
     else:
         route = "closed form"
         phases = {
-            "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "autocast weight copies": autocast_copies, "activations": act.saved, "logits and loss": act.loss_forward},
+            "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "autocast weight copies": autocast_copies,
+                        "activations": act.saved, "adapter activations": adapter_act, "logits and loss": act.loss_forward},
             "backward": {**base, "autocast weight copies": autocast_copies, "activations": act.saved,
-                         "logits and loss": act.loss_saved, "backward buffers": act.backward_extra,
-                         "gradients": first_grads, "communication buckets": buckets},
+                         "adapter activations": adapter_act, "logits and loss": act.loss_saved,
+                         "backward buffers": act.backward_extra, "gradients": first_grads, "communication buckets": buckets},
             "optimizer step": {**base, "gradients": grads, "optimizer step temporaries": step_temp,
                                "communication buckets": buckets if inp.strategy == "ddp" else 0.0},
             "eval": {**base, "eval activations and logits": act.eval_transient},

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.plan import cadence as cadence_mod
-from runners.plan import architecture, memory, models, strategy, timing
-from runners import strategies
+from runners import peft_rules, strategies
 from runners.errors import UserError
+from runners.plan import architecture, memory, models, strategy, timing
+from runners.plan import cadence as cadence_mod
 from runners.plan.memory import GIB, MemoryInput
 from runners.spec import RunSpec
 
@@ -48,6 +48,7 @@ class Plan:
     time: dict[str, Any] | None = None
     time_note: str | None = None
     probe: dict[str, Any] | None = None
+    sft: dict[str, Any] | None = None  # the sft runner: rows, packed rows, token lengths (runners/plan/sft_lengths.py)
 
     @property
     def fits_host(self) -> bool:
@@ -87,7 +88,8 @@ class Plan:
             "host_ram_source": self.host_source, "fits_device": self.fits_device, "fits_host": self.fits_host,
             "components": {k: int(v) for k, v in est.components.items()},
             "phase": est.phase,
-            "phases": {name: {"total_bytes": int(sum(parts.values())), "components": {k: int(v) for k, v in parts.items() if v > 0}}
+            "phases": {name: {"total_bytes": int(sum(parts.values())),
+                              "components": {k: int(v) for k, v in parts.items() if v > 0}}
                        for name, parts in est.phases.items()},
             "fits": self.fits,
             "recommendations": recs,
@@ -102,7 +104,7 @@ class Plan:
             "probe": self.probe,
             "cadence": self.cadence.to_json() if self.cadence else None,
             "num_train_samples": self.num_train_samples, "num_train_samples_source": self.samples_source,
-            "notes": est.notes, "warnings": self.warnings, "loss": self.loss,
+            "notes": est.notes, "warnings": self.warnings, "loss": self.loss, "sft": self.sft,
             "confidence": memory.confidence(self.inputs, est, self.max_batch),
         }
 
@@ -156,14 +158,21 @@ def memory_input(spec: RunSpec, model: models.ResolvedModel, capacity: float) ->
     if optim not in strategies.PLANNED_OPTIMIZERS:
         raise UserError(f"--optim '{optim}' is not one ftui can plan. Choose adamw_torch, adamw_torch_fused, "
                         "adafactor, adamw_bnb_8bit or sgd.")
+    # LoRA and k-bit as the runner sets them up (runners/peft_rules.py): the family's default targets when the
+    # spec names none, and the k-bit preparation's gradient checkpointing unless the spec turns it off
+    requested = peft_rules.requested_targets(lora, model.arch.family) if lora else ["q_proj", "v_proj"]
+    targets = (requested,) if isinstance(requested, str) else tuple(requested)
+    quantized = peft_rules.quant_bits(spec.model) is not None
+    gc = peft_rules.kbit_gradient_checkpointing(t) if quantized else bool(t.get("gradient_checkpointing", False))
     return MemoryInput(
         arch=model.arch, task="embedding" if spec.task == "embedding" else spec.task,
         batch=int(t.get("per_device_train_batch_size", 8)) * texts, seq=spec.dataset.max_seq_length,
         eval_batch=int(t.get("per_device_eval_batch_size", 8)) * texts, dtype=_dtype(spec, model), mixed=mixed,
-        optim=optim, gradient_checkpointing=bool(t.get("gradient_checkpointing", False)),
-        attn=spec.model.attn_implementation, lora_r=lora.r if lora else None,
-        lora_targets=tuple(lora.target_modules) if lora else ("q_proj", "v_proj"),
-        load_in_4bit=spec.model.load_in_4bit, strategy=spec.hardware.strategy, num_gpus=spec.hardware.num_processes,
+        optim=optim, gradient_checkpointing=gc, attn=spec.model.attn_implementation, lora_r=lora.r if lora else None,
+        lora_targets=targets, lora_dropout=float(lora.dropout) if lora else 0.0,
+        lora_modules_to_save=tuple(lora.modules_to_save or ()) if lora else (),
+        lora_dora=bool(lora and lora.use_dora), load_in_4bit=spec.model.load_in_4bit,
+        load_in_8bit=spec.model.load_in_8bit, strategy=spec.hardware.strategy, num_gpus=spec.hardware.num_processes,
         capacity_bytes=int(capacity * GIB))
 
 
@@ -232,6 +241,9 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
     if capacity <= 0:
         raise UserError(f"--gpu_memory_gib must be positive, got {capacity}.")
     inp = memory_input(spec, model, capacity)
+    sft = sft_data(spec)
+    if sft is not None:  # packed rows are max_length long; unpacked batches are padded to their longest row
+        inp = MemoryInput(**{**inp.__dict__, "seq": sft.seq})
     if cuda_context_mib is not None:
         inp = MemoryInput(**{**inp.__dict__, "cuda_context_mib": cuda_context_mib})
     est = memory.estimate(inp)
@@ -245,6 +257,8 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
         if factor:
             lever.change["gradient_accumulation_steps"] = accum * factor
     samples, source = num_train_samples, "flag"
+    if samples is None and sft is not None:  # the rows the trainer steps over
+        samples, source = sft.train_rows, "dataset (packed rows)" if sft.packing else "dataset (tokenized rows)"
     if samples is None:
         counted = count_rows(spec.dataset.train) if spec.dataset.train else None
         samples, source = (counted, "dataset") if counted is not None else (DEFAULT_SAMPLES, "assumed")
@@ -275,6 +289,7 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
     plan = Plan(spec=spec, model=model, inputs=inp, estimate=est, levers=lever_list, advice=advice,
                 max_batch=memory.max_batch_that_fits(inp), cadence=cad, num_train_samples=samples,
                 samples_source=source, gpu_source=gpu_source, warnings=warnings, loss=sentence_loss(spec),
+                sft=sft.to_json() if sft is not None else None,
                 host_capacity=host_capacity, host_source=host_source, host_needed=host_needed,
                 excluded_levers=excluded, gpu=gpu, gpu_name_source=name_source, time_note=time_note)
     plan.time_inputs = {"accumulation": accum, "total_steps": cad.total_steps, "evaluations": cad.evaluations,
@@ -299,6 +314,15 @@ def apply_probe(plan: Plan, result: dict[str, Any]) -> Plan:
         if plan.time is not None:
             plan.time_note = None
     return plan
+
+
+def sft_data(spec: RunSpec) -> Any:
+    """The sft runner's data as its trainer sees it (runners/plan/sft_lengths.py); None for other runners."""
+    if spec.runner != "sft":
+        return None
+    from runners.plan import sft_lengths
+
+    return sft_lengths.for_spec(spec)
 
 
 def sentence_loss(spec: RunSpec) -> dict[str, str] | None:

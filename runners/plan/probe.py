@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
+from runners import paths
 from runners.plan import memory
 from runners.plan.memory import GIB, MIB
-from runners import paths
 
 ROOT = paths.ROOT
 DEFAULT_TIMEOUT = 600.0

@@ -23,8 +23,7 @@ from typing import Any
 
 
 def _model(cfg: dict[str, Any], torch: Any, device: str) -> Any:
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
-                              AutoModelForSequenceClassification)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
     raw = {k: v for k, v in cfg["config"].items() if k not in ("_ftui", "architectures")}
     config = AutoConfig.for_model(**raw)
@@ -156,7 +155,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         out["step_times_s"] = durations
         out["step_s"] = statistics.median(durations[1:] if len(durations) > 1 else durations)
         out["status"] = "ok"
-    except torch.OutOfMemoryError as exc:  # type: ignore[attr-defined]
+    except torch.OutOfMemoryError as exc:
         out.update(status="oom", error=str(exc)[:300])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

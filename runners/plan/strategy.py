@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runners.plan import memory
 from runners import strategies
+from runners.plan import memory
 from runners.plan.memory import GIB, Estimate, MemoryInput
-
 
 HOST_USABLE = 0.9  # share of the machine's RAM a run may pin and use; the rest is the OS's and the page cache's
 DATALOADER_WORKER_BYTES = 0.5 * GIB  # each data loader worker process (a forked copy of the dataset pipeline)
@@ -84,7 +83,7 @@ def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, Memory
                     replace(inp, optim="adamw_torch_fused")))
     if not inp.lora_r and inp.task in ("causal-lm", "seq2seq", "seq-cls"):
         shapes = inp.arch.linear_shapes
-        targets = tuple(t for t in ("q_proj", "k_proj", "v_proj", "o_proj") if t in shapes) or \
+        targets: tuple[str, ...] = tuple(t for t in ("q_proj", "k_proj", "v_proj", "o_proj") if t in shapes) or \
             tuple(t for t in ("query", "value", "q_lin", "v_lin", "c_attn", "q", "v") if t in shapes)
         out.append(("LoRA r=16", {"lora_r": 16, "lora_target_modules": list(targets)},
                     f"train rank-16 adapters on {', '.join(targets)}; the base stays frozen",

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
 from runners import paths
 
 ROOT = paths.ROOT
@@ -91,7 +92,8 @@ def learn(cfg: dict[str, Any], keys: list[str], out_path: Path | None = None) ->
         os.unlink(fh.name)
     _memo.pop(config_hash(cfg), None)
     if proc.returncode != 0:
-        raise RuntimeError((proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else "trace failed")
+        output = proc.stderr or proc.stdout
+        raise RuntimeError(output.strip().splitlines()[-1] if output else "trace failed")
     return time.perf_counter() - start
 
 

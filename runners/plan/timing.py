@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from runners import strategies
-from runners.plan.memory import MemoryInput
+from runners import paths, strategies
 from runners.plan.architecture import Arch, params_for_task
-from runners import paths
+from runners.plan.memory import MemoryInput
 
 GPUS_FILE = paths.ASSETS / "gpus.json"
 
@@ -56,7 +55,9 @@ class GPU:
     def peak(self, dtype: str) -> float:
         """FLOP/s for ``dtype`` (bf16, fp16, tf32, fp32); a half dtype the GPU lacks runs at its fp32 rate."""
         value = self.tflops.get(dtype)  # None: no such units (bf16 on V100/T4), about the fp32 rate
-        return float(value if value is not None else self.tflops["fp32"]) * 1e12
+        rate = value if value is not None else self.tflops["fp32"]
+        assert rate is not None, f"{self.key}: assets/gpus.json gives no fp32 rate"
+        return float(rate) * 1e12
 
 
 @lru_cache(maxsize=1)

@@ -129,8 +129,8 @@ def step(cfg_dict: dict[str, Any], task: str, mode: str, depth: int, seq: int, a
     model.eval()
     with _all_ones(), CudaLike(half), ev, torch.no_grad():
         model(**inputs)
-    return {"saved": kept, "end_forward": end, "forward_peak": fwd.peak, "backward_peak": bwd.peak, "backward_peak_no_grads": bwd.peak_no_grads,
-            "grads_at_peak": bwd.grads_at_peak, "end_backward": end_backward,
+    return {"saved": kept, "end_forward": end, "forward_peak": fwd.peak, "backward_peak": bwd.peak,
+            "backward_peak_no_grads": bwd.peak_no_grads, "grads_at_peak": bwd.grads_at_peak, "end_backward": end_backward,
             "eval_peak": ev.peak, "largest_block": max(fwd.largest, bwd.largest), "eval_largest_block": ev.largest}
 
 
@@ -158,7 +158,8 @@ def fit(cfg: dict[str, Any], task: str, mode: str, attn: str, gc: bool, seq: int
     p = period(cfg)
     s2 = anchor(seq, cfg)
     s1 = s2 // 2
-    rows, values = [], {q: [] for q in QUANTITIES}
+    rows: list[list[int]] = []
+    values: dict[str, list[int]] = {q: [] for q in QUANTITIES}
     for depth in (p, 2 * p):
         for batch, sq in ((8, s2), (16, s2), (8, s1)):
             r = step(cfg, task, mode, depth, sq, attn, gc, batch)

@@ -44,9 +44,14 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
         def on_train_begin(self, args, state, control, **kwargs):
             import torch
 
+            from runners.train.adapters import parameter_counts
+
             devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"]
             self._last = (time.time(), state.global_step, getattr(state, "num_input_tokens_seen", 0) or 0)
+            model = kwargs.get("model")
+            trainable, total = parameter_counts(model) if model is not None else (None, None)
             self.emit(ev.START, world_size=args.world_size, ranks=list(range(args.world_size)), devices=devices,
+                      trainable_params=trainable, total_params=total,
                       total_steps=state.max_steps, num_epochs=args.num_train_epochs, num_train_samples=num_train_samples,
                       spec_hash=spec_hash, runner=runner, task=task, pid=os.getpid(), pgid=os.getpgid(0),
                       resumed_step=state.global_step,
@@ -125,7 +130,8 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
                 self.stop_reason = "user request"
                 if self.rank.is_main:
                     self.control_files.clear(rundir.STOP_REQUEST)
-                    self.writer.emit(ev.MESSAGE, level="info", text=f"stop requested: checkpoint at step {state.global_step}, then stop")
+                    self.writer.emit(ev.MESSAGE, level="info",
+                                     text=f"stop requested: checkpoint at step {state.global_step}, then stop")
             elif checkpoint:
                 control.should_save = True
                 if self.rank.is_main:

@@ -9,6 +9,8 @@ from typing import Any
 
 from runners import rundir
 from runners.spec import RunSpec
+
+
 def configure_tracking(spec: RunSpec, run_dir: Path) -> None:
     if "wandb" in spec.tracking.report_to:
         os.environ.setdefault("WANDB_DIR", str(run_dir))

@@ -13,23 +13,24 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 from runners import events as ev
-from runners import loopback
-from runners import redaction, rundir
+from runners import loopback, redaction, rundir
 from runners import spec as specmod
 
 RUNNER_MODULES = {
     "hf_trainer": "runners.train.hf",
     "simpletransformers": "runners.train.simpletransformers",
     "sentence_transformers": "runners.train.sentence",
+    "sft": "runners.train.sft",
 }
 
 
 class RankPrefixed(io.TextIOBase):
     """Line-buffered writer that prefixes each line with the rank, so stdout.log tells ranks apart."""
 
-    def __init__(self, stream: io.TextIOBase, prefix: str) -> None:
+    def __init__(self, stream: TextIO, prefix: str) -> None:
         self.stream, self.prefix, self.pending = stream, prefix, ""
 
     def write(self, text: str) -> int:
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir).resolve()
     rank = int(os.environ.get("RANK", 0))
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        sys.stdout = RankPrefixed(sys.stdout, f"[rank{rank}] ")  # type: ignore[assignment]
-        sys.stderr = RankPrefixed(sys.stderr, f"[rank{rank}] ")  # type: ignore[assignment]
+        sys.stdout = RankPrefixed(sys.stdout, f"[rank{rank}] ")
+        sys.stderr = RankPrefixed(sys.stderr, f"[rank{rank}] ")
     try:
         loopback.hold_loopback_store()  # rank 0: the process-group store listens on loopback only
         spec = load_run_spec(run_dir)

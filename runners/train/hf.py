@@ -8,18 +8,19 @@ classification, perplexity for language modelling.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runners.plan import cadence
 from runners import data, strategies
 from runners import events as ev
-from runners.plan.models import load_tokenizer, pretrained
-from runners.train.common import RankInfo, configure_tracking
-from runners.train.callback import make_event_callback
 from runners.errors import UserError
+from runners.plan import cadence
+from runners.plan.models import load_tokenizer, pretrained
 from runners.spec import RunSpec
-
+from runners.train import adapters
+from runners.train.callback import make_event_callback
+from runners.train.common import RankInfo, configure_tracking
 
 
 def _dtype_kwargs(spec: RunSpec) -> dict[str, Any]:
@@ -32,23 +33,21 @@ def _dtype_kwargs(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, **config_kwargs: Any) -> Any:
-    """from_pretrained with model.init pretrained; a random init from the config with model.init random (said in
-    the events)."""
+    """from_pretrained with model.init pretrained (quantized by bitsandbytes with model.load_in_4bit/8bit); a random
+    init from the config with model.init random (said in the events); wrapped in LoRA adapters with model.lora."""
     from transformers import AutoConfig
 
-    if spec.model.lora or spec.model.load_in_4bit:
-        raise UserError("LoRA and 4-bit training need the peft and bitsandbytes packages, which this install does not "
-                        "include; ftui plans them (ftui --plan --lora_r ...) but trains full models. Remove model.lora "
-                        "and model.load_in_4bit from the spec.")
     name = spec.model.name_or_path
     if pretrained(spec):
-        return auto_class.from_pretrained(name, **config_kwargs, **_dtype_kwargs(spec))
-    config = AutoConfig.from_pretrained(name, **config_kwargs)
-    if writer:
-        writer.emit(ev.MESSAGE, level="warning", text=f"{name}: training from a random init (model.init: random)")
-    kwargs = _dtype_kwargs(spec)
-    config._attn_implementation = kwargs.pop("attn_implementation")
-    return auto_class.from_config(config, **kwargs)
+        model = auto_class.from_pretrained(name, **config_kwargs, **_dtype_kwargs(spec), **adapters.load_kwargs(spec))
+    else:
+        config = AutoConfig.from_pretrained(name, **config_kwargs)
+        if writer:
+            writer.emit(ev.MESSAGE, level="warning", text=f"{name}: training from a random init (model.init: random)")
+        kwargs = _dtype_kwargs(spec)
+        config._attn_implementation = kwargs.pop("attn_implementation")
+        model = auto_class.from_config(config, **kwargs)
+    return adapters.wrap(spec, model, writer) if spec.model.lora else model
 
 
 def _classification_metrics(eval_pred: Any) -> dict[str, float]:
@@ -65,7 +64,8 @@ def _classification_metrics(eval_pred: Any) -> dict[str, float]:
             "f1": float(f1_score(labels, preds, average="binary" if logits.shape[-1] == 2 else "macro"))}
 
 
-def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any, roles: dict[str, str]) -> tuple[Any, Any, dict[str, Any]]:
+def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any,
+                   roles: dict[str, str]) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenised datasets, the collator and model kwargs (labels) for the task."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding
@@ -73,6 +73,7 @@ def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any, r
     max_len = spec.dataset.max_seq_length
     text, pair = roles["text"], roles.get("text_pair")
     extra: dict[str, Any] = {}
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]]  # the three collators share no base class
     if spec.task == "seq-cls":
         labels = data.label_list(train_df, eval_df, roles["label"])
         regression = all(isinstance(v, float) and not float(v).is_integer() for v in labels[:50]) and len(labels) > 20
@@ -83,7 +84,8 @@ def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any, r
 
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             out = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_len)
-            out["labels"] = [float(v) for v in batch[roles["label"]]] if regression else [mapping[v] for v in batch[roles["label"]]]
+            label_values = batch[roles["label"]]
+            out["labels"] = [float(v) for v in label_values] if regression else [mapping[v] for v in label_values]
             return out
         collator = DataCollatorWithPadding(tokenizer)
     elif spec.task == "causal-lm":
@@ -140,16 +142,24 @@ def make_trainer_class() -> Any:
         def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
             output = super().evaluation_loop(*args, **kwargs)
             prefix = kwargs.get("metric_key_prefix", "eval")
-            loss = output.metrics.get(f"{prefix}_loss")
+            metrics = output.metrics
+            assert metrics is not None, "Trainer.evaluation_loop always returns its metrics"
+            loss = metrics.get(f"{prefix}_loss")
             if self.lm and loss is not None:
-                output.metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))
+                metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))
             return output
 
     return FtuiTrainer
 
 
 def train(spec: RunSpec, run_dir: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        TrainingArguments,
+        set_seed,
+    )
 
     rank = RankInfo.from_env()
     set_seed(int(spec.training.get("seed", 42)))

@@ -17,15 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from runners.plan import cadence, st_losses
 from runners import data
 from runners import events as ev
-from runners.train.common import RankInfo
-from runners.train.callback import make_event_callback
 from runners.errors import UserError, did_you_mean
-from runners.spec import RunSpec
-from runners.train.common import configure_tracking
+from runners.plan import cadence, st_losses
 from runners.plan.models import pretrained
+from runners.spec import RunSpec
+from runners.train.callback import make_event_callback
+from runners.train.common import RankInfo, configure_tracking
 
 # Column names the trainer's collator reads as labels.
 LABEL, SCORE = "label", "score"
@@ -161,7 +160,7 @@ def build_evaluator(shape: str, eval_ds: Any, seed: int, batch_size: int) -> Any
 
 def build_loss(name: str, model: Any, info: dict[str, Any], kwargs: dict[str, Any] | None = None) -> Any:
     """The loss with runner_args.loss_kwargs (a distance_metric given by name, e.g. cosine_distance)."""
-    from sentence_transformers import losses
+    import sentence_transformers.losses as losses  # a submodule import: 6.x serves this path by an import hook
 
     kwargs = dict(kwargs or {})
     metric = kwargs.get("distance_metric")
@@ -269,7 +268,7 @@ def train(spec: RunSpec, run_dir: Path) -> None:
                                          evaluator=evaluator, callbacks=[callback])
     result = trainer.train(resume_from_checkpoint=spec.training.get("resume_from_checkpoint"))
     final = run_dir / "output" / ("best_model" if args.load_best_model_at_end else "final")
-    if rank.is_main:
+    if rank.is_main and writer is not None:  # writer is None exactly off the main rank
         model.save(str(final))
         writer.emit(ev.MESSAGE, level="info", text=f"model saved to {final}"
                     + (f" (best {args.metric_for_best_model} = {trainer.state.best_metric})"

@@ -170,15 +170,16 @@ class RunHistory:
 
     def _on_eval(self, r: dict[str, Any]) -> None:
         metrics = {k: v for k, v in (r.get("metrics") or {}).items() if isinstance(v, (int, float))}
-        entry = {"step": int(r.get("step") or 0), "epoch": r.get("epoch"), "metrics": metrics}
-        if self.evals and self.evals[-1]["step"] == entry["step"]:
+        step = int(r.get("step") or 0)
+        entry = {"step": step, "epoch": r.get("epoch"), "metrics": metrics}
+        if self.evals and self.evals[-1]["step"] == step:
             self.evals[-1]["metrics"].update(metrics)  # the same evaluation seen twice (merged sources)
         else:
             self.evals.append(entry)
             if len(self.evals) > self.eval_capacity:
                 del self.evals[: len(self.evals) - self.eval_capacity]
         for key, value in metrics.items():
-            self.series_for(key).add(entry["step"], value)
+            self.series_for(key).add(step, value)
 
     def _on_checkpoint(self, r: dict[str, Any]) -> None:
         if r.get("removed"):  # rotated away (save_total_limit): kept in the list, marked removed

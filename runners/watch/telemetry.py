@@ -11,8 +11,9 @@ a machine without a GPU); by default the real ``pynvml`` (nvidia-ml-py) is impor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -75,6 +76,7 @@ class Telemetry:
 
     def _gpu(self, index: int, handle: Any) -> dict[str, Any]:
         nvml = self._nvml
+        assert nvml is not None, "device handles exist only once NVML is initialised"
         name = self._query(nvml.nvmlDeviceGetName, handle)
         mem = self._query(nvml.nvmlDeviceGetMemoryInfo, handle)
         util = self._query(nvml.nvmlDeviceGetUtilizationRates, handle)

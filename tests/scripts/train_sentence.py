@@ -9,8 +9,13 @@ import time
 from pathlib import Path
 
 from datasets import Dataset
-from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                   SentenceTransformerTrainingArguments, losses, models)
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+    losses,
+    models,
+)
 from transformers import AutoConfig, AutoModel, BertTokenizer, TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from transformers import (AutoConfig, AutoModelForSequenceClassification, BertTokenizer, Trainer, TrainerCallback,
-                          TrainingArguments)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "assets" / "demo" / "model"

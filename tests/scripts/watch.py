@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from runners.errors import UserError
 from runners.watch.sources import open_source
@@ -44,7 +45,7 @@ def watch(args: list[str], target: str | Callable[[], str], cwd: Path, timeout: 
     deadline = time.time() + timeout
     try:
         while proc.poll() is None and time.time() < deadline:
-            time.sleep(interval)
+            time.sleep(interval)  # the attach poll interval, like a viewer's: a sample, not a wait
             if watched.source is None:
                 try:
                     watched.source = open_source(target() if callable(target) else target)
@@ -68,7 +69,7 @@ def watch(args: list[str], target: str | Callable[[], str], cwd: Path, timeout: 
         watched.records += more
         if not more and (i >= 5 or watched.source.status()["state"] == "finished"):
             break
-        time.sleep(0.5)
+        time.sleep(0.5)  # deliberate: let the files go quiet, which is what releases the held last step
     return watched
 
 

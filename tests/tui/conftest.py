@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tui_fakes import RECORDED_RUN, ROOT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tui_fakes import RECORDED_RUN, ReplaySource, wait_for
 
-from runners.launch import control
-from runners import rundir
 from runners import events as ev
+from runners import rundir
 from runners import spec as specmod
+from runners.launch import control
 from runners.watch.history import Series
 from runners.watch.sources import open_source
 from tui.app import make_app
@@ -56,8 +56,7 @@ async def test_setup_plan_launch_watch_stop_runs(tmp_path: Path, write_spec) -> 
         chart = monitor.query_one("#loss", LineChart)
         before, seen = plain(chart), monitor.history.series["loss"].count
         await wait_for(lambda: monitor.history.series["loss"].count > seen + 2, timeout=60)(pilot)
-        await pilot.pause(0.3)
-        assert plain(chart) != before, "the loss chart did not move while the run went on"
+        await wait_for(lambda: plain(chart) != before, timeout=30)(pilot)  # the loss chart moves as the run goes on
 
         await pilot.press("s")  # graceful stop: a checkpoint, then the stop
         await wait_for(lambda: monitor.history.state == "stopped", timeout=180)(pilot)
@@ -95,16 +94,13 @@ async def test_attach_to_finished_run_review_and_keys(tmp_path: Path) -> None:
         chart = monitor.query_one("#loss", LineChart)
         linear = plain(chart)
         await pilot.press("l")
-        await pilot.pause(0.2)
-        assert chart.log_scale and plain(chart) != linear
+        await wait_for(lambda: chart.log_scale and plain(chart) != linear)(pilot)
         await pilot.press("m")
-        await pilot.pause(0.2)
-        assert chart.smoothing
+        await wait_for(lambda: chart.smoothing)(pilot)
 
         await pilot.press("o")
         assert isinstance(app.screen, LogScreen)
-        await pilot.pause(0.5)
-        assert app.screen.query_one("#log").line_count > 0
+        await wait_for(lambda: app.screen.query_one("#log").line_count > 0)(pilot)
         await pilot.press("escape")
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
@@ -162,7 +158,7 @@ async def test_chart_keeps_a_one_step_spike_among_a_million_points() -> None:
     async with app.run_test(size=(60, 12)) as pilot:
         chart = app.query_one("#c", LineChart)
         chart.set_lines([ChartLine("loss", series.downsample(chart.plot_width()))])
-        await pilot.pause(0.1)
+        await wait_for(lambda: "┤" in plain(chart))(pilot)
         text = plain(chart)
     label, top_row = text.splitlines()[0].split("┤", 1)
     assert float(label) >= 10.0  # the spike sets the top of the axis

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input
+from tui_fakes import RECORDED_RUN, RECORDED_RUNS, ROOT, FrozenTelemetry, ReplaySource, h100_nvml, wait_for
 
 from runners import spec as specmod
-from tui_fakes import RECORDED_RUN, RECORDED_RUNS, ROOT, FrozenTelemetry, ReplaySource, fake_nvml, wait_for
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import RunsScreen
@@ -24,7 +24,7 @@ MID_RUN = 300  # records replayed: about half of the recorded demo
 
 def monitor_app(run_dir: Path, gpus: int):  # type: ignore[no-untyped-def]
     source = ReplaySource(run_dir, limit=MID_RUN)
-    return make_app(runs_dir=run_dir.parent, source=source, telemetry=FrozenTelemetry(nvml=fake_nvml(gpus)),
+    return make_app(runs_dir=run_dir.parent, source=source, telemetry=FrozenTelemetry(nvml=h100_nvml(gpus)),
                     clock=lambda: source.last_t + 2)
 
 
@@ -34,7 +34,7 @@ def monitor_ready(app) -> bool:  # type: ignore[no-untyped-def]
 
 
 def setup_app(spec: specmod.RunSpec):  # type: ignore[no-untyped-def]
-    return make_app(runs_dir=RECORDED_RUNS, setup_spec=spec, telemetry=FrozenTelemetry(nvml=fake_nvml(1)),
+    return make_app(runs_dir=RECORDED_RUNS, setup_spec=spec, telemetry=FrozenTelemetry(nvml=h100_nvml(1)),
                     start="setup", clock=lambda: 0.0)
 
 
@@ -80,7 +80,7 @@ def test_monitor_with_gpus(snap_compare, frozen_env, gpu_run, size) -> None:  # 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_runs(snap_compare, frozen_env, size) -> None:  # type: ignore[no-untyped-def]
-    app = make_app(runs_dir=RECORDED_RUNS, telemetry=FrozenTelemetry(nvml=fake_nvml(0)), clock=lambda: 0.0)
+    app = make_app(runs_dir=RECORDED_RUNS, telemetry=FrozenTelemetry(nvml=h100_nvml(0)), clock=lambda: 0.0)
     assert snap_compare(app, terminal_size=size, run_before=lambda pilot: settle(
         pilot, lambda a: isinstance(a.screen, RunsScreen) and bool(a.screen.rows)))
 

@@ -1,16 +1,17 @@
 """Test doubles of the dashboard tests: a recorded run, a replaying source, and telemetry that is real
-code over a fake NVML (the one boundary that cannot exist without a GPU) with frozen host numbers.
+code over the suite's one fake NVML (tests/fakes.py: the boundary that cannot exist without a GPU) with
+frozen host numbers.
 """
 from __future__ import annotations
 
 import time
 import types
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from runners import events as ev
 from runners.watch.telemetry import Telemetry
+from tests.fakes import GIB, FakeGPU, fake_nvml
 
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED_RUNS = DATA / "runs"
@@ -18,34 +19,12 @@ RECORDED_RUN = RECORDED_RUNS / "20261122-133534-demo-1116"  # a real `ftui demo`
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class FakeNVMLError(Exception):
-    pass
-
-
-def fake_nvml(gpus: int) -> types.ModuleType:
-    """A pynvml stand-in with ``gpus`` 80 GiB GPUs (0: no GPU, init fails like on this machine)."""
-    m = types.ModuleType("pynvml")
-    m.NVMLError = FakeNVMLError
-    m.NVML_TEMPERATURE_GPU = 0
-
-    def init() -> None:
-        if not gpus:
-            raise FakeNVMLError("NVML Shared Library Not Found")
-
-    m.nvmlInit = init
-    m.nvmlShutdown = lambda: None
-    m.nvmlDeviceGetCount = lambda: gpus
-    m.nvmlDeviceGetHandleByIndex = lambda i: i
-    m.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"
-    m.nvmlDeviceGetMemoryInfo = lambda h: SimpleNamespace(used=(3 + 2 * h) * 2**30, total=80 * 2**30,
-                                                          free=(77 - 2 * h) * 2**30)
-    m.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=97 - h, memory=40)
-    m.nvmlDeviceGetTemperature = lambda h, sensor: 64 + h
-    m.nvmlDeviceGetPowerUsage = lambda h: 612_000 - 1000 * h
-    m.nvmlDeviceGetEnforcedPowerManagementLimit = lambda h: 700_000
-    m.nvmlDeviceGetComputeRunningProcesses = lambda h: []
-    m.nvmlDeviceGetGraphicsRunningProcesses = lambda h: []
-    return m
+def h100_nvml(gpus: int) -> types.ModuleType:
+    """The suite's fake NVML (tests/fakes.py) with ``gpus`` busy H100s (0: no GPU, init fails like on a
+    machine without one). The numbers are in the snapshots: change them and the SVGs change."""
+    devices = [FakeGPU(used=(3 + 2 * h) * GIB, utilization=97 - h, temperature=64 + h, power_mw=612_000 - 1000 * h)
+               for h in range(gpus)]
+    return fake_nvml(devices, init_error=None if gpus else "NVML Shared Library Not Found")
 
 
 class FrozenTelemetry(Telemetry):
@@ -86,7 +65,6 @@ class ReplaySource:
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "pids": [], "run_dir": str(self.run_dir)}
-
 
 
 def wait_for(condition, timeout: float = 30.0):  # type: ignore[no-untyped-def]

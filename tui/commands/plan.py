@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ftui --plan", allow_abbrev=False, description="Estimate peak memory per GPU, strategy and cadence before launching.")
+    p = _Parser(prog="ftui --plan", allow_abbrev=False,
+                description="Estimate peak memory per GPU, strategy and cadence before launching.")
     p.add_argument("spec", nargs="?", help="run spec YAML (flags override its values)")
     p.add_argument("--model_name_or_path")
     p.add_argument("--task", choices=list(TASK_ALIASES))
@@ -42,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient_checkpointing", action="store_true", default=None)
     p.add_argument("--attn_implementation", choices=list(specmod.ATTN_IMPLEMENTATIONS))
     p.add_argument("--lora_r", type=int)
-    p.add_argument("--lora_target_modules", nargs="+")
-    p.add_argument("--load_in_4bit", action="store_true", default=None)
+    p.add_argument("--lora_target_modules", nargs="+", help="module names, or all-linear (default: the family's)")
+    p.add_argument("--lora_alpha", type=int)
+    p.add_argument("--lora_dropout", type=float)
+    p.add_argument("--lora_modules_to_save", nargs="+", help="modules trained whole beside the adapters")
+    p.add_argument("--use_dora", action="store_true", default=None)
+    p.add_argument("--use_rslora", action="store_true", default=None)
+    p.add_argument("--load_in_4bit", action="store_true", default=None, help="QLoRA: NF4 base (needs LoRA)")
+    p.add_argument("--load_in_8bit", action="store_true", default=None, help="8-bit base (needs LoRA)")
     p.add_argument("--strategy", choices=list(specmod.STRATEGIES))
     p.add_argument("--num_gpus", type=int)
     p.add_argument("--gpu_memory_gib", type=float, help="memory per GPU (default: what NVML sees, else 80)")
@@ -66,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args: argparse.Namespace) -> specmod.RunSpec:
     """The spec file (or defaults) with the flags applied, validated like any spec."""
-    base = specmod.load(args.spec) if args.spec else specmod.RunSpec(task="seq-cls", hardware=specmod.HardwareSpec(strategy="single"))
+    base = specmod.load(args.spec) if args.spec else specmod.RunSpec(task="seq-cls",
+                                                                     hardware=specmod.HardwareSpec(strategy="single"))
     data: dict[str, Any] = base.to_dict()
     if args.model_name_or_path:
         data["model"]["name_or_path"] = args.model_name_or_path
@@ -79,15 +87,21 @@ def spec_from_args(args: argparse.Namespace) -> specmod.RunSpec:
     for key in ("torch_dtype", "attn_implementation"):
         if getattr(args, key):
             data["model"][key] = getattr(args, key)
-    if args.load_in_4bit:
-        data["model"]["load_in_4bit"] = True
-    if args.lora_r is not None or args.lora_target_modules:
+    for key in ("load_in_4bit", "load_in_8bit"):
+        if getattr(args, key):
+            data["model"][key] = True
+    lora_flags = {"alpha": args.lora_alpha, "dropout": args.lora_dropout, "use_dora": args.use_dora,
+                  "use_rslora": args.use_rslora}
+    if args.lora_r is not None or args.lora_target_modules or args.lora_modules_to_save or \
+            any(v is not None for v in lora_flags.values()):
         if args.lora_r is not None and args.lora_r < 1:
             raise UserError(f"--lora_r must be at least 1, got {args.lora_r}.")
         lora = data["model"].get("lora") or {}
         lora["r"] = args.lora_r or lora.get("r", 16)
-        if args.lora_target_modules:
-            lora["target_modules"] = [m for item in args.lora_target_modules for m in item.replace(",", " ").split()]
+        for key, flag in (("target_modules", args.lora_target_modules), ("modules_to_save", args.lora_modules_to_save)):
+            if flag:
+                lora[key] = [m for item in flag for m in item.replace(",", " ").split()]
+        lora.update({k: v for k, v in lora_flags.items() if v is not None})
         data["model"]["lora"] = lora
     if args.max_seq_length is not None:
         data["dataset"]["max_seq_length"] = args.max_seq_length

@@ -1,7 +1,9 @@
 """The Rich report of `ftui --plan` (no --json): memory bar, components, phases, levers, cadence."""
 from __future__ import annotations
 
-from rich.console import Console, Group
+from collections.abc import Callable
+
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -36,12 +38,12 @@ def time_table(data: dict) -> Table | Text:
     if not t:
         return Text("time: " + (data.get("time_note") or "not estimated"), style="yellow")
     where = f"{t['gpu']} ({t['gpu_source']})" if t.get("gpu") else "measured"
-    table = Table(title=f"Time on {where}, {t['compute_dtype']} · {'measured by the probe' if t['source'] == 'probe' else 'estimate'}",
-                  expand=True)
+    how = "measured by the probe" if t["source"] == "probe" else "estimate"
+    table = Table(title=f"Time on {where}, {t['compute_dtype']} · {how}", expand=True)
     for col in ("", "value", "band"):
         table.add_column(col, justify="left" if not col else "right")
 
-    def row(name: str, item: dict | None, fmt) -> None:  # type: ignore[no-untyped-def]
+    def row(name: str, item: dict | None, fmt: Callable[[float], str]) -> None:
         if item:
             table.add_row(name, fmt(item["value"]), f"{fmt(item['low'])} – {fmt(item['high'])}")
 
@@ -104,9 +106,9 @@ def render(plan: Plan, console: Console | None = None) -> None:
     phases = Table(title="Phases", expand=True)
     phases.add_column("phase")
     phases.add_column("tensors", justify="right")
-    for name, parts in est.phases.items():
+    for name, tensors in est.phases.items():
         mark = " ← peak" if name == est.phase else ""
-        phases.add_row(name + mark, _gib(sum(parts.values())))
+        phases.add_row(name + mark, _gib(sum(tensors.values())))
 
     levers = Table(title="Memory levers, by saving on this run", expand=True)
     for col in ("lever", "change", "saves", "result"):
@@ -117,7 +119,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
         levers.add_row(lever.name, change, _gib(lever.saves),
                        Text(_gib(lever.device_used), style="green" if lever.fits else "red"))
 
-    parts: list = [head, summary, Group(*[Text("• " + a) for a in plan.advice])]
+    parts: list[RenderableType] = [head, summary, Group(*[Text("• " + a) for a in plan.advice])]
     cad = plan.cadence
     if cad:
         c = Table(title=f"Cadence: {cad.total_steps} optimizer steps ({cad.steps_per_epoch}/epoch, "

@@ -11,19 +11,18 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from runners.launch import control
-from runners import rundir, runstate
+from runners import paths, rundir, runstate
 from runners import spec as specmod
 from runners.errors import UserError
 from runners.events import EVENTS_FILE, TailReader, iter_chunks
+from runners.launch import control
 from runners.watch.history import RunHistory
-from runners import paths
 
 ASSETS = paths.ASSETS
 DEMO_SPECS = {"hf_trainer": "demo.yaml", "simpletransformers": "demo_simpletransformers.yaml",
-              "sentence_transformers": "demo_sentence_transformers.yaml"}
+              "sentence_transformers": "demo_sentence_transformers.yaml", "sft": "demo_sft.yaml"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,7 +120,8 @@ def follow(run_dir: Path) -> int:
     colour = {"finished": "green", "stopped": "yellow"}.get(str(state), "red")
     console.print(f"[{colour}]{state}[/] after {history.step} steps" + (f": {status['error']}" if status.get("error") else ""))
     if history.best:
-        console.print(f"best {history.best['metric']} = {history.best['value']} at step {history.best['step']}: {history.best['checkpoint']}")
+        best = history.best
+        console.print(f"best {best['metric']} = {best['value']} at step {best['step']}: {best['checkpoint']}")
     return int(status.get("exit_code") or 0) if state != "stopped" else 0
 
 
@@ -133,9 +133,10 @@ def _open_or_follow(run_dir: Path, args: argparse.Namespace) -> int:
         try:
             from tui.commands.ui import open_run
         except ImportError:
-            open_run = None
-        if open_run is not None and sys.stdout.isatty():
-            return int(open_run(run_dir) or 0)
+            pass
+        else:
+            if sys.stdout.isatty():
+                return int(open_run(run_dir) or 0)
     return follow(run_dir)
 
 
@@ -182,7 +183,7 @@ def main(command: str, argv: list[str]) -> int:
 def list_runs(runs_dir: Path, as_json: bool) -> int:
     import json
 
-    rows = []
+    rows: list[dict[str, Any]] = []  # JSON-ready, one per run
     for path in rundir.list_runs(runs_dir):
         status = runstate.effective_status(path) or {}  # reconciled: the same state every reader shows
         history = RunHistory()
@@ -205,7 +206,7 @@ def list_runs(runs_dir: Path, as_json: bool) -> int:
         table.add_column(col)
     for r in rows:
         best = f"{r['best']['metric']}={r['best']['value']:.4g}" if r["best"] and r["best"].get("value") is not None else ""
-        table.add_row(r["run"], str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""), str(r["runner"]), f"{r['step']}/{r['max_steps'] or '?'}", best,
-                      f"{r['duration_s']:.0f}s" if r["duration_s"] else "")
+        table.add_row(r["run"], str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""), str(r["runner"]),
+                      f"{r['step']}/{r['max_steps'] or '?'}", best, f"{r['duration_s']:.0f}s" if r["duration_s"] else "")
     Console().print(table)
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Log, Static
@@ -114,7 +114,7 @@ class HelpScreen(ModalScreen[None]):
             yield Footer()
 
     @staticmethod
-    def _line(binding: Binding | tuple[str, ...]) -> str:
+    def _line(binding: BindingType) -> str:
         if not isinstance(binding, Binding):
             binding = Binding(*binding)
         keys = ", ".join(k.strip().replace("question_mark", "?") for k in binding.key.split(","))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,6 +27,10 @@ from tui.widgets.alerts import AlertWatcher
 from tui.widgets.chart import ChartLine, LineChart
 from tui.widgets.eval_table import EvalTable
 from tui.widgets.panels import CheckpointList, LogTail, ProgressPanel, ResourcePanel
+
+if TYPE_CHECKING:  # tui.app imports this module when it opens a monitor
+    from runners.watch.sources import Source
+    from tui.app import FtuiApp
 
 POLL_SECONDS = 0.5
 TELEMETRY_SECONDS = 1.0
@@ -55,7 +59,8 @@ def read_log_tail(path: Path | None, max_lines: int = LOG_TAIL_LINES) -> list[st
     return [ln for ln in lines if ln.strip()][-max_lines:]
 
 
-def source_run_dir(source: Any) -> Path | None:
+def source_run_dir(source: Source) -> Path | None:
+    """The run dir of a source that has one (ftui runs, wandb runs): plan, spec and log live there."""
     run_dir = getattr(source, "run_dir", None)
     return Path(run_dir) if run_dir is not None else None
 
@@ -64,6 +69,8 @@ class MonitorScreen(Screen[None]):
     """Charts, progress, resources, evaluations, checkpoints and log of one source."""
 
     HELP_TITLE = "Monitor"
+    if TYPE_CHECKING:  # the dashboard's own app, for type checkers only: at run time the base property
+        app = getters.app(FtuiApp)
     BINDINGS = [
         Binding("s", "stop", "Stop", tooltip="stop gracefully: save a checkpoint, then stop"),
         Binding("c", "checkpoint", "Ckpt", tooltip="save a checkpoint now and go on"),
@@ -77,15 +84,15 @@ class MonitorScreen(Screen[None]):
         Binding("escape", "back", "Runs", tooltip="back to the runs list (the run goes on)"),
     ]
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: Source) -> None:
         super().__init__()
         self.source = source
         reader = getattr(source, "_reader", None)  # an ftui run's TailReader: read backlogs in small bites
         if reader is not None and hasattr(reader, "max_bytes_per_poll"):
             reader.max_bytes_per_poll = min(reader.max_bytes_per_poll, READ_CHUNK_BYTES)
         self.run_dir = source_run_dir(source)
-        self.history = RunHistory(source=getattr(source, "kind", "ftui"))
-        self.lock = threading.Lock()
+        self.history = RunHistory(source=source.kind)
+        self.history_lock = threading.Lock()  # not Widget.lock: that one is textual's own (async) lock
         self.watcher = AlertWatcher()
         self.estimate: dict[str, int] | None = None  # the plan's peak_allocated and device_used bytes
         self.planned: dict[str, Any] | None = None  # plan.json written at launch: planned step time, wall time, peak
@@ -117,8 +124,7 @@ class MonitorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        kind = getattr(self.source, "kind", "?")
-        self.query_one("#title", Static).update(f"ftui · {self.source.label} ({kind})")
+        self.query_one("#title", Static).update(f"ftui · {self.source.label} ({self.source.kind})")
         self.query_one("#loss", LineChart).border_title = "loss [$primary]━ train[/] [$warning]━ eval[/]"
         self.query_one("#lr", LineChart).border_title = "learning rate"
         self.query_one("#status-line", Static).update("reading events...")
@@ -138,7 +144,7 @@ class MonitorScreen(Screen[None]):
             self._polling = True
             self._poll()
 
-    def _plan_estimate(self) -> None:
+    def _plan_estimate(self, run_dir: Path) -> None:
         """The plan of an ftui run's own spec, for memory against estimate (GPU strategies only)."""
         import json
 
@@ -146,7 +152,7 @@ class MonitorScreen(Screen[None]):
         from runners.plan.planner import PLAN_FILE, make_plan
 
         try:
-            self.planned = json.loads((self.run_dir / PLAN_FILE).read_text())  # type: ignore[operator]
+            self.planned = json.loads((run_dir / PLAN_FILE).read_text())
         except (OSError, ValueError):
             self.planned = None
         if self.planned and self.planned.get("strategy") != "cpu" and self.planned.get("peak_allocated_bytes"):
@@ -154,10 +160,10 @@ class MonitorScreen(Screen[None]):
             self.watcher.peak_estimate_bytes = self.planned["peak_allocated_bytes"]
             return
         try:
-            spec = specmod.load(self.run_dir / rundir.SPEC_FILE)  # type: ignore[operator]
+            spec = specmod.load(run_dir / rundir.SPEC_FILE)
             if spec.hardware.strategy == "cpu":
                 return
-            gpus = [g["memory_total"] for g in (self.app.telemetry().sample().get("gpus") or [])  # type: ignore[attr-defined]
+            gpus = [g["memory_total"] for g in (self.app.telemetry().sample().get("gpus") or [])
                     if g.get("memory_total")]
             plan = make_plan(spec, gpu_memory_gib=min(gpus) / 2**30 if gpus else None).to_json()
         except Exception:  # noqa: BLE001 - no estimate is a normal state (attached jobs, unknown models)
@@ -168,7 +174,7 @@ class MonitorScreen(Screen[None]):
     @work(thread=True, group="poll")
     def _poll(self) -> None:
         if self.polls == 0 and self.run_dir is not None:
-            self._plan_estimate()
+            self._plan_estimate(self.run_dir)
         total, alerts = 0, []
         shown = time.monotonic()
         while True:
@@ -177,7 +183,7 @@ class MonitorScreen(Screen[None]):
                 break
             alerts.extend(self.watcher.feed(records))
             for i in range(0, len(records), APPLY_CHUNK):
-                with self.lock:
+                with self.history_lock:
                     self.history.apply(records[i:i + APPLY_CHUNK])
             total += len(records)
             del records
@@ -195,7 +201,7 @@ class MonitorScreen(Screen[None]):
 
     @work(thread=True, group="telemetry")
     def _sample(self) -> None:
-        telemetry = self.app.telemetry()  # type: ignore[attr-defined]
+        telemetry = self.app.telemetry()
         self.post_message(TelemetrySampled(telemetry.sample()))
 
     # -- applying results (UI thread) -----------------------------------------------------------
@@ -219,7 +225,7 @@ class MonitorScreen(Screen[None]):
         if message.count or first:
             self.redraw()
         else:
-            self.query_one(ProgressPanel).show(self.history, self.status, self.app.clock(),  # type: ignore[attr-defined]
+            self.query_one(ProgressPanel).show(self.history, self.status, self.app.clock(),
                                                self.planned)
         if message.log_tail is not None or first:
             self.query_one(LogTail).show(message.log_tail)
@@ -229,14 +235,14 @@ class MonitorScreen(Screen[None]):
     def _telemetry(self, message: TelemetrySampled) -> None:
         self._sampling = False
         self.sample = message.sample
-        with self.lock:
+        with self.history_lock:
             self.query_one(ResourcePanel).show(self.sample, self.history, self.estimate,
                                                compact=self.has_class("-narrow"))
 
     def redraw(self) -> None:
         """Everything from the history; series are downsampled to each chart's pixel width."""
         loss, lr = self.query_one("#loss", LineChart), self.query_one("#lr", LineChart)
-        with self.app.batch_update(), self.lock:
+        with self.app.batch_update(), self.history_lock:
             h = self.history
             width = loss.plot_width()
             lines = []
@@ -249,14 +255,14 @@ class MonitorScreen(Screen[None]):
             if "learning_rate" in h.series:
                 lr.set_lines([ChartLine("lr", h.series["learning_rate"].downsample(lr.plot_width()), "chart--line3",
                                         smoothable=False)])
-            self.query_one(ProgressPanel).show(h, self.status, self.app.clock(), self.planned)  # type: ignore[attr-defined]
+            self.query_one(ProgressPanel).show(h, self.status, self.app.clock(), self.planned)
             self.query_one(EvalTable).show(h)
             self.query_one(CheckpointList).show(h)
             self.query_one(ResourcePanel).show(self.sample, h, self.estimate, compact=self.has_class("-narrow"))
 
     def _status_line(self) -> None:
         line = self.query_one("#status-line", Static)
-        warnings = list(getattr(self.source, "warnings", []) or [])
+        warnings = list(self.source.warnings or [])
         if self.alerts:
             line.update(f"⚠ {self.alerts[-1]}" + (f"  (+{len(self.alerts) - 1} more)" if len(self.alerts) > 1 else ""))
             line.set_class(True, "-alert")
@@ -273,42 +279,46 @@ class MonitorScreen(Screen[None]):
 
     # -- actions ----------------------------------------------------------------------------------
 
-    def _controllable(self) -> bool:
-        if self.run_dir is None or not getattr(self.source, "can_control", False):
+    def _control_dir(self) -> Path | None:
+        """The run dir to send control requests to, or None (with a notice) for a read-only source."""
+        if self.run_dir is None or not self.source.can_control:
             self.notify("This source is read-only: only runs launched by ftui take stop/checkpoint requests.",
                         severity="warning")
-            return False
-        return True
+            return None
+        return self.run_dir
 
     def action_stop(self) -> None:
-        if self._controllable():
+        run_dir = self._control_dir()
+        if run_dir is not None:
             from runners.launch import control
 
-            self.notify(control.stop(self.run_dir))  # type: ignore[arg-type]
+            self.notify(control.stop(run_dir))
 
     def action_checkpoint(self) -> None:
-        if self._controllable():
+        run_dir = self._control_dir()
+        if run_dir is not None:
             from runners.launch import control
 
-            self.notify(control.checkpoint(self.run_dir))  # type: ignore[arg-type]
+            self.notify(control.checkpoint(run_dir))
 
     def action_kill(self) -> None:
-        if not self._controllable():
+        run_dir = self._control_dir()
+        if run_dir is None:
             return
         from tui.screens.dialogs import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._kill()
+                self._kill(run_dir)
 
         self.app.push_screen(ConfirmScreen(f"Kill run {self.source.label} now, without a checkpoint?\n"
                                            "(s stops gracefully after saving one.)"), answered)
 
     @work(thread=True, group="control")
-    def _kill(self) -> None:
+    def _kill(self, run_dir: Path) -> None:
         from runners.launch import control
 
-        result = control.kill(self.run_dir)  # type: ignore[arg-type]
+        result = control.kill(run_dir)
         self.app.call_from_thread(self.notify, f"kill: {result}")
 
     def action_open_log(self) -> None:
@@ -333,4 +343,4 @@ class MonitorScreen(Screen[None]):
         self.query_one(TabbedContent).active = tab
 
     def action_back(self) -> None:
-        self.app.action_show_runs()  # type: ignore[attr-defined]
+        self.app.action_show_runs()

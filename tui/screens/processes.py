@@ -6,9 +6,9 @@ with a checkpoint.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -16,6 +16,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from runners.errors import UserError
+
+if TYPE_CHECKING:  # tui.app imports this module
+    from tui.app import FtuiApp
 
 SCAN_SECONDS = 3.0
 COLUMNS = ("pid", "launcher", "workers", "GPU memory", "output dir")
@@ -37,6 +40,8 @@ def gpu_text(job: Any) -> str:
 
 class ProcessesScreen(Screen[None]):
     HELP_TITLE = "Processes"
+    if TYPE_CHECKING:  # the dashboard's own app, for type checkers only
+        app = getters.app(FtuiApp)
     BINDINGS = [
         Binding("enter", "attach", "Attach", show=False),
         Binding("r", "rescan", "Refresh"),
@@ -74,7 +79,7 @@ class ProcessesScreen(Screen[None]):
     def _scan(self) -> None:
         from runners.watch import procs
 
-        jobs, notes = procs.find_jobs(self.app.telemetry())  # type: ignore[attr-defined]
+        jobs, notes = procs.find_jobs(self.app.telemetry())
         self.post_message(JobsScanned(jobs, notes))
 
     @on(JobsScanned)
@@ -108,7 +113,7 @@ class ProcessesScreen(Screen[None]):
         except UserError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        self.app.open_source(source)  # type: ignore[attr-defined]
+        self.app.open_source(source)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -14,6 +14,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -156,7 +157,7 @@ class RunsScreen(Screen[None]):
         else:
             for i, r in enumerate(rows):
                 for col, key in enumerate(self.columns):
-                    table.update_cell_at((i, col), r[key])
+                    table.update_cell_at(Coordinate(i, col), r[key])
         self.rows = rows
 
     @on(RunsScanned)

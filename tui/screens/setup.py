@@ -2,9 +2,10 @@
 preview updating live beside the form.
 
 The form edits a spec dict; every change schedules a plan (debounced, computed in a worker thread,
-only the newest result shown). Levers from the plan apply with one key press. Launching writes the
-spec to a temporary file and runs `ftui run SPEC --detach` as a subprocess, so the checks that
-import transformers never load into the UI process.
+only the newest result shown; that pane's planning and probing live in :mod:`tui.screens.setup_plan`).
+Levers from the plan apply with one key press. Launching writes the spec to a temporary file and runs
+`ftui run SPEC --detach` as a subprocess, so the checks that import transformers never load into the
+UI process.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, Label, OptionList, Select, Static
@@ -24,16 +25,15 @@ from runners import spec as specmod
 from runners.errors import UserError
 from tui.messages import PlanReady
 from tui.screens import setup_fields as sf
+from tui.screens.setup_plan import PlanPaneMixin
 from tui.widgets.data_preview import preview
-from tui.widgets.plan_view import PlanView, lever_label, probe_content
-
-PLAN_DEBOUNCE = 0.3
-PROBE_TIMEOUT = 600.0  # seconds for the whole probe (two worker processes)
-PROBE_STEPS = 4
+from tui.widgets.plan_view import PlanView
+from tui.widgets.sft_preview import SftPreview
 
 
-class SetupScreen(Screen[None]):
-    """A new run: the form on the left (top when narrow), the live plan on the right."""
+class SetupScreen(PlanPaneMixin, Screen[None]):
+    """A new run: the form on the left (top when narrow), the live plan on the right
+    (its planning and probing: :class:`tui.screens.setup_plan.PlanPaneMixin`)."""
 
     HELP_TITLE = "Setup and plan"
     BINDINGS = [
@@ -53,17 +53,9 @@ class SetupScreen(Screen[None]):
         self.data: dict[str, Any] = spec.to_dict()
         self.initial_model, self.initial_init = spec.model.name_or_path, spec.model.init
         self.spec_path = spec_path
-        self.plan: dict[str, Any] | None = None
         self.form_error: str | None = None
-        self.generation = 0
         self._filling = False
-        self._plan_timer: Any = None
         self._launching = False
-        self.is_planning = False
-        self.probing = False
-        self.probe: dict[str, Any] | None = None  # the last probe's result
-        self.probe_steps = PROBE_STEPS
-        self.probe_timeout = PROBE_TIMEOUT
         self.shown: set[str] = set()  # panes filled by workers (tests wait for them)
 
     # -- layout ---------------------------------------------------------------------------------
@@ -84,9 +76,13 @@ class SetupScreen(Screen[None]):
                 yield self._row("dataset", Input(placeholder="CSV/JSONL/parquet path (ctrl+f) or hub id", id="dataset",
                                                  compact=True))
                 yield Static(id="data_preview")
+                yield SftPreview(id="sft_preview")
                 yield self._row("task", Select([(t, t) for t in specmod.TASKS], allow_blank=False, id="task", compact=True))
                 yield self._row("runner", Select([(r, r) for r in specmod.RUNNERS], allow_blank=False, id="runner",
                                                  compact=True))
+                sft = Vertical(*self._sft_rows(), id="sft_options")
+                sft.styles.height = "auto"
+                yield sft
                 yield self._row("strategy", Select([(s, s) for s in specmod.STRATEGIES], allow_blank=False, id="strategy",
                                                    compact=True))
                 yield Static(id="gpus")
@@ -103,6 +99,14 @@ class SetupScreen(Screen[None]):
                 yield OptionList(id="levers")
                 yield Static(id="command")
         yield Footer()
+
+    def _sft_rows(self) -> list[Horizontal]:
+        """The sft runner's options (shown only for it): loss on the answers only, packing, LoRA rank."""
+        return [self._row("  loss on", Select([("every token", False), ("answers only (completion / assistant)", True)],
+                                              allow_blank=False, id="sft_answers_only", compact=True)),
+                self._row("  packing", Select([("off", False), ("on", True)], allow_blank=False, id="sft_packing",
+                                              compact=True)),
+                self._row("  LoRA r", Input(placeholder="empty: full fine-tuning", id="lora_r", compact=True))]
 
     def on_mount(self) -> None:
         self.fill()
@@ -133,9 +137,14 @@ class SetupScreen(Screen[None]):
                 self.query_one(f"#{f.id}", Input).value = sf.field_text(d, f)
             self.query_one("#precision", Select).value = sf.precision(d)
             self.query_one("#gradient_checkpointing", Select).value = bool(d["training"].get("gradient_checkpointing"))
+            answers_only, packing, lora_r = sf.sft_values(d)
+            self.query_one("#sft_answers_only", Select).value = answers_only
+            self.query_one("#sft_packing", Select).value = packing
+            self.query_one("#lora_r", Input).value = lora_r
         finally:
             self._filling = False
         self._preview()
+        self._sft_preview()
         self.schedule_plan()
 
     def _same_path(self, a: str, b: str) -> bool:
@@ -170,6 +179,15 @@ class SetupScreen(Screen[None]):
             d["training"]["gradient_checkpointing"] = True
         else:
             d["training"].pop("gradient_checkpointing", None)
+        try:
+            sf.set_sft(d, self.query_one("#sft_answers_only", Select).value is True,
+                       self.query_one("#sft_packing", Select).value is True, self.query_one("#lora_r", Input).value,
+                       self.base)
+        except UserError as exc:
+            self.form_error = self.form_error or str(exc)
+        task = self.query_one("#task", Select)
+        if task.value != d["task"]:  # the sft runner trains causal-lm: the task follows it
+            task.value = d["task"]
 
     @on(Input.Changed)
     @on(Select.Changed)
@@ -183,122 +201,22 @@ class SetupScreen(Screen[None]):
         self.read_form()
         if event.control.id == "dataset":
             self._preview()
+        self._sft_preview()
         if self.probe is not None and not self.probing:
             self.probe = None
             self.query_one("#probe", Static).update("")
         self.schedule_plan()
 
-    # -- plan ---------------------------------------------------------------------------------------
-
-    def schedule_plan(self) -> None:
-        self.is_planning = True
-        if self._plan_timer is not None:
-            self._plan_timer.stop()
-        self._plan_timer = self.set_timer(PLAN_DEBOUNCE, self._request_plan)
-
-    def _request_plan(self) -> None:
-        self.generation += 1
-        if self.form_error:
-            self.post_message(PlanReady(self.generation, None, self.form_error, None))
-            return
-        self._plan(self.generation, sf.absolute_paths(self.data, self.base))
-
-    def _plan_kwargs(self, spec: specmod.RunSpec) -> tuple[dict[str, Any], bool]:
-        """make_plan's machine arguments from the telemetry: GPU memory and model, host RAM."""
-        from runners.plan import timing
-
-        sample = self.app.telemetry().sample()  # type: ignore[attr-defined]
-        gpus = [g for g in (sample.get("gpus") or []) if g.get("memory_total")]
-        gib = spec.hardware.gpu_memory_gib or (min(g["memory_total"] for g in gpus) / 2**30 if gpus else None)
-        name = str(gpus[0].get("name") or "") if gpus else ""
-        ram = sample.get("ram_total")
-        kwargs = {"gpu_memory_gib": gib if spec.hardware.strategy != "cpu" else None,
-                  "gpu_name": name if name and timing.find_gpu(name) else None,
-                  "host_memory_gib": ram / 2**30 if ram else None}
-        return kwargs, bool(gpus) and not spec.hardware.gpu_memory_gib and spec.hardware.strategy != "cpu"
-
-    @work(thread=True, group="plan")
-    def _plan(self, generation: int, data: dict[str, Any]) -> None:
-        from runners.plan.planner import make_plan
-
-        try:
-            spec = sf.to_spec(data)
-            kwargs, nvml = self._plan_kwargs(spec)
-            plan = make_plan(spec, **kwargs).to_json()
-            if nvml:
-                plan["gpu_memory_source"] = "NVML"
-            command = sf.launch_command(spec)
-        except UserError as exc:
-            self.post_message(PlanReady(generation, None, str(exc), None))
-            return
-        except Exception as exc:  # noqa: BLE001 - a planner bug must not take the form down
-            self.post_message(PlanReady(generation, None, f"{type(exc).__name__}: {exc}", None))
-            return
-        self.post_message(PlanReady(generation, plan, None, command))
+    # -- plan pane (planning and probing: PlanPaneMixin) ---------------------------------------------
 
     @on(PlanReady)
     def _plan_ready(self, message: PlanReady) -> None:
-        if message.generation != self.generation:
-            return  # an older spec's plan arrived late
-        self.is_planning = False
-        self.plan = message.plan
-        self.query_one(PlanView).show(message.plan, message.error)
-        levers = self.query_one("#levers", OptionList)
-        levers.clear_options()
-        for i, lever in enumerate((message.plan or {}).get("levers") or []):
-            levers.add_option(lever_label(i, lever))
-        if levers.option_count:
-            levers.highlighted = 0
-        levers.display = bool(levers.option_count)
-        self.query_one("#levers-label", Static).update(
-            "levers, best first (enter or ctrl+t applies)" if levers.option_count else
-            "levers: none needed" if (message.plan or {}).get("fits") else "levers: none")
-        command = self.query_one("#command", Static)
-        command.update(sf.command_text(self.spec_path, message.command) if message.command else "")
+        self.show_plan(message)
+        if message.generation == self.generation:
+            lora = self.data["model"].get("lora") or {}
+            self.query_one(SftPreview).show_plan(message.plan if self.data["runner"] == "sft" else None, lora.get("r"))
 
-    # -- probe ----------------------------------------------------------------------------------------
-
-    def action_probe(self) -> None:
-        if self.probing:
-            self.notify("The probe is already running.", severity="warning")
-            return
-        self.read_form()
-        if self.form_error:
-            self.notify(self.form_error, severity="error", timeout=10)
-            return
-        self.probing = True
-        self.probe = None
-        self.query_one("#probe", Static).update(Content.styled(
-            f"probe: running a few real training steps at two batch sizes (timeout {self.probe_timeout:g}s)...",
-            "$text-muted"))
-        self._probe(sf.absolute_paths(self.data, self.base))
-
-    @work(thread=True, group="probe")
-    def _probe(self, data: dict[str, Any]) -> None:
-        """The probe runs in subprocesses (runners.plan.probe_worker): torch never loads into the UI process."""
-        from runners.plan import probe
-        from runners.plan.planner import apply_probe, make_plan
-
-        try:
-            spec = sf.to_spec(data)
-            kwargs, _ = self._plan_kwargs(spec)
-            plan = make_plan(spec, **kwargs)
-            apply_probe(plan, probe.run(plan, timeout=self.probe_timeout, steps=self.probe_steps))
-            result, error = plan.to_json(), None
-        except UserError as exc:
-            result, error = None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - a probe bug must not take the form down
-            result, error = None, f"{type(exc).__name__}: {exc}"
-        self.app.call_from_thread(self._probed, result, error)
-
-    def _probed(self, plan: dict[str, Any] | None, error: str | None) -> None:
-        self.probing = False
-        if plan is None:
-            self.query_one("#probe", Static).update(Content.assemble(("probe failed: ", "bold $error"), error or ""))
-            return
-        self.probe = plan["probe"]
-        self.query_one("#probe", Static).update(probe_content(plan))
-        self.shown.add("#probe")
+    # -- data preview and GPUs ------------------------------------------------------------------------
 
     def _preview(self) -> None:
         self._read_preview(self.query_one("#dataset", Input).value.strip())
@@ -312,6 +230,28 @@ class SetupScreen(Screen[None]):
         content = preview(str(self.base / path) if source and not path.is_absolute() and (self.base / path).exists()
                           else source, rows)
         self.app.call_from_thread(self._show, "#data_preview", content)
+
+    def _sft_preview(self) -> None:
+        """The formatted example of the sft runner (in a worker: it reads the data and the tokenizer)."""
+        runner = self.data["runner"] == "sft"
+        self.query_one("#sft_options").display = runner
+        self.query_one(SftPreview).display = runner
+        if runner and not self.form_error:
+            self._read_sft_preview(sf.absolute_paths(self.data, self.base))
+
+    @work(thread=True, exclusive=True, group="sft_preview")
+    def _read_sft_preview(self, data: dict[str, Any]) -> None:
+        from tui.widgets.sft_preview import example
+
+        try:
+            content: Any = example(sf.to_spec(data))
+        except UserError as exc:
+            content = Content.styled(str(exc), "$error")
+        self.app.call_from_thread(self._show_sft, content)
+
+    def _show_sft(self, content: Any) -> None:
+        self.query_one(SftPreview).show_example(content)
+        self.shown.add("#sft_preview")
 
     def _show(self, selector: str, content: Any) -> None:
         self.query_one(selector, Static).update(content)

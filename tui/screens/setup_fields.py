@@ -10,13 +10,14 @@ import copy
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from runners.plan import models
 from runners import spec as specmod
 from runners.errors import UserError
+from runners.plan import models
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -101,6 +102,56 @@ def apply_lever(data: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
         else:
             out["training"][key] = value
     return out
+
+
+def sft_values(data: dict[str, Any]) -> tuple[bool, bool, str]:
+    """The sft options of the form: (loss on the answers only, packing, LoRA rank text)."""
+    ds, lora = data["dataset"], data["model"].get("lora") or {}
+    answers_only = bool(ds.get("assistant_only_loss") or ds.get("completion_only_loss"))
+    return answers_only, bool(ds.get("packing")), str(lora["r"]) if lora.get("r") else ""
+
+
+def data_format(data: dict[str, Any], base: Path) -> str | None:
+    """The sft format of the form's dataset (from its first row), None when it cannot be told here."""
+    from runners import chat_data
+
+    path = Path(data["dataset"]["train"] or "").expanduser()
+    path = path if path.is_absolute() else base / path
+    if not data["dataset"]["train"] or not path.is_file():
+        return None
+    try:
+        first = next(chat_data.iter_records(str(path), 1), None)
+        ds = specmod.DatasetSpec(**{**data["dataset"], "columns": dict(data["dataset"].get("columns") or {})})
+        return chat_data.detect([str(c) for c in first[1]], ds, str(path)).format if first else None
+    except (UserError, ValueError, OSError, TypeError):
+        return None
+
+
+def set_sft(data: dict[str, Any], answers_only: bool, packing: bool, lora_text: str, base: Path) -> None:
+    """The sft options into the spec dict: for the sft runner, its task, packing, the loss flag that fits the data's
+    format (assistant turns of conversations, completions of pairs) and LoRA; for other runners, the sft dataset
+    keys back to their defaults (they would be refused there)."""
+    ds = data["dataset"]
+    if data["runner"] != "sft":
+        defaults = specmod.DatasetSpec()
+        for key in specmod.SFT_DATASET_KEYS:
+            ds[key] = getattr(defaults, key)
+        return
+    data["task"] = "causal-lm"
+    ds["packing"] = packing
+    fmt = data_format(data, base)
+    ds["assistant_only_loss"] = answers_only and fmt in ("messages", None)
+    ds["completion_only_loss"] = answers_only and fmt == "prompt-completion"
+    text = lora_text.strip()
+    if not text:
+        data["model"]["lora"] = None
+        return
+    try:
+        r = int(text)
+    except ValueError:
+        raise UserError(f"LoRA r: '{text}' is not a whole number. Type the adapter rank (e.g. 16), or leave it empty "
+                        "for full fine-tuning.") from None
+    data["model"]["lora"] = {**(data["model"].get("lora") or {}), "r": r}
 
 
 def absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ length of the run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.style import Style
@@ -150,18 +151,18 @@ class LineChart(Widget):
             self._draw(line, index, to_x, to_y, dot)
         return self._text(grid, lines, rows, cols, y_lo, y_hi, x_lo, x_hi)
 
-    def _draw(self, line: ChartLine, index: int, to_x, to_y, dot) -> None:  # type: ignore[no-untyped-def]
+    def _draw(self, line: ChartLine, index: int, to_x: Callable[[float], int], to_y: Callable[[float], int | None],
+              dot: Callable[[int, int, int], None]) -> None:
         columns = Columns()
         for b in line.buckets:
             for x in range(to_x(b.step_lo), to_x(b.step_hi) + 1):
                 columns.add(x, b)
         prev: tuple[int, int] | None = None  # (x, y) of the previous column's last value
         for x in sorted(columns.cols):
-            ys = [to_y(v) for v in columns.cols[x]]  # lo, hi, first, last
-            if any(y is None for y in ys):
+            y_bottom, y_top, y_first, y_last = (to_y(v) for v in columns.cols[x])  # lo, hi, first, last
+            if y_bottom is None or y_top is None or y_first is None or y_last is None:
                 prev = None
                 continue
-            y_bottom, y_top, y_first, y_last = ys  # type: ignore[misc]
             if prev is not None:
                 x0, y0 = prev
                 for gx in range(x0 + 1, x):  # bridge a gap (sparse series) with a straight line

@@ -137,12 +137,26 @@ def lever_label(index: int, lever: dict[str, Any]) -> str:
 
 
 class PlanView(Static):
-    """Shows a plan, or the reason there is none."""
+    """Shows a plan, or the reason there is none. The bar is drawn for the pane's width, so the plan is drawn
+    again whenever that width changes (a scrollbar appearing, the terminal resized)."""
+
+    _plan: dict[str, Any] | None = None
+    _drawn_width = 0
 
     def show(self, plan: dict[str, Any] | None, error: str | None) -> None:
+        self._plan = plan if not error else None
         if error:
             self.update(Content.assemble(("cannot plan: ", "bold $error"), error))
         elif plan is None:
             self.update(Content.styled("planning...", "$text-muted"))
         else:
-            self.update(plan_content(plan, self.size.width or 60))
+            self._draw()
+
+    def _draw(self) -> None:
+        if self._plan is not None:
+            self._drawn_width = self.size.width or 60
+            self.update(plan_content(self._plan, self._drawn_width))
+
+    def on_resize(self) -> None:
+        if self._plan is not None and (self.size.width or 60) != self._drawn_width:
+            self._draw()

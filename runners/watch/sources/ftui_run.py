@@ -13,7 +13,6 @@ from typing import Any
 from runners import events as ev
 from runners import rundir, runstate
 
-
 pid_alive = runstate.pid_alive  # the sources share one liveness rule (zombies and reused pids count as gone)
 
 
@@ -37,9 +36,9 @@ class FtuiRunSource:
     def status(self) -> dict[str, Any]:
         status = rundir.read_status(self.run_dir)
         if status is None:
-            note = f"{self.run_dir / rundir.STATUS_FILE} is missing or not valid JSON; state unknown"
-            if note not in self._own_warnings:
-                self._own_warnings.append(note)
+            missing = f"{self.run_dir / rundir.STATUS_FILE} is missing or not valid JSON; state unknown"
+            if missing not in self._own_warnings:
+                self._own_warnings.append(missing)
             status = {}
         if status:
             status = runstate.effective_status(self.run_dir, status) or status

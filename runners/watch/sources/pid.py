@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runners.watch import procs
 from runners.errors import UserError
+from runners.watch import procs
 
 
 class PidSource:

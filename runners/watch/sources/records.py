@@ -121,5 +121,5 @@ def sort_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Step order, and within a step: start, log, eval, checkpoint, finish (stable otherwise)."""
     def key(r: dict[str, Any]) -> tuple[float, int]:
         step = r.get("step")
-        return (step if isinstance(step, (int, float)) else -math.inf, TYPE_ORDER.get(r.get("type"), 9))
+        return (step if isinstance(step, (int, float)) else -math.inf, TYPE_ORDER.get(r.get("type") or "", 9))
     return sorted(records, key=key)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners.watch.sources.records import RecordMerger, from_trainer_log, output_dir_state
 from runners.watch.sources.formats.tensorboard_dir import TensorBoardStream
+from runners.watch.sources.records import RecordMerger, from_trainer_log, output_dir_state
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -134,7 +134,7 @@ class TrainerSource:
     def poll(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         now = time.time()
-        for global_step, path, state, mtime in self._changed_states():
+        for global_step, _path, state, mtime in self._changed_states():
             if global_step >= int(self.newest_state.get("global_step") or -1):
                 self.newest_state = state
             if not self._state_seen:  # a first start may have come from TensorBoard, without totals

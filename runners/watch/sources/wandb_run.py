@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from runners import events as ev
-from runners.watch.sources.records import FINISH_KEYS, RUNNING_WITHIN_S, RecordMerger, split_records
 from runners.watch.sources.formats.tensorboard_dir import metric_name
+from runners.watch.sources.records import FINISH_KEYS, RUNNING_WITHIN_S, RecordMerger, split_records
 
 MAGIC = b":W&B"
 FILE_HEADER = 7
@@ -135,7 +135,7 @@ class WandbSource:
     def __init__(self, path: Path) -> None:
         from wandb.proto import wandb_internal_pb2  # heavy: only when a wandb source is opened
 
-        self._pb = wandb_internal_pb2
+        self._pb: Any = wandb_internal_pb2  # generated protobuf module: its stubs lack the message classes
         file, notes = find_wandb_file(Path(path))
         if file is None:
             from runners.errors import UserError

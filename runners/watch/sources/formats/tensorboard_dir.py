@@ -17,6 +17,7 @@ from typing import Any
 
 from runners.watch.sources.formats.tfevents import Scalar, TFRecordTail, scalars
 from runners.watch.sources.records import RecordMerger, split_records
+
 EVAL_WORDS = {"eval": "eval", "val": "eval", "valid": "eval", "validation": "eval", "test": "test"}
 
 
@@ -34,10 +35,10 @@ def metric_name(tag: str) -> tuple[str, str]:
     if prefix in EVAL_WORDS and len(parts) == 1:  # val_loss, eval_accuracy, test_f1
         split = EVAL_WORDS[prefix]
         return split, f"{split}_{parts[0].split('_', 1)[1]}"
-    split = next((EVAL_WORDS[p.lower()] for p in parts if p.lower() in EVAL_WORDS), None)
-    if split:
+    found = next((EVAL_WORDS[p.lower()] for p in parts if p.lower() in EVAL_WORDS), None)
+    if found:
         rest = "_".join(p for p in parts if p.lower() not in EVAL_WORDS) or "value"
-        return split, rest if rest.startswith(f"{split}_") else f"{split}_{rest}"
+        return found, rest if rest.startswith(f"{found}_") else f"{found}_{rest}"
     rest = "_".join(p for p in parts if p.lower() != "train") or "value"
     return "train", rest
 
@@ -45,7 +46,7 @@ def metric_name(tag: str) -> tuple[str, str]:
 def group_to_records(step: int, group: dict[str, Scalar]) -> list[dict[str, Any]]:
     train: dict[str, float] = {}
     evals: dict[str, float] = {}
-    t = max(s.wall_time for s in group.values())
+    t = max([s.wall_time for s in group.values()])
     for tag, scalar in group.items():
         split, name = metric_name(tag)
         (train if split == "train" else evals)[name] = scalar.value
@@ -63,13 +64,18 @@ class _FileStream:
 
     def poll(self, flush: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for payload in self.tail.poll():
-            for s in scalars(payload, self.parse_warnings, self.tail.path):
-                if self.pending and s.step != self.pending_step:
-                    out += group_to_records(self.pending_step or 0, self.pending)
-                    self.pending = {}
-                self.pending_step = s.step
-                self.pending[s.tag] = s
+        pending, pending_step = self.pending, self.pending_step  # locals in the loop: once per scalar
+        warnings, path = self.parse_warnings, self.tail.path
+        try:
+            for payload in self.tail.poll():
+                for s in scalars(payload, warnings, path):
+                    if pending and s.step != pending_step:
+                        out += group_to_records(pending_step or 0, pending)
+                        pending = {}
+                    pending_step = s.step
+                    pending[s.tag] = s
+        finally:
+            self.pending, self.pending_step = pending, pending_step
         try:
             quiet = time.time() - self.tail.path.stat().st_mtime > QUIET_S
         except OSError:

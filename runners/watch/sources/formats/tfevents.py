@@ -5,12 +5,15 @@ A TFRecord is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 mas
 and on a bad checksum skips forward to the next valid record header with a warning instead of
 failing. One poll reads at most :data:`READ_PER_POLL` bytes (more only to finish one big record) and
 carries on from there on the next poll, so a large existing file never stalls the UI. Records are
-``tensorboard.compat.proto.event_pb2.Event`` messages, imported on first use (the tensorboard package's
-protobufs cost ~40 ms; TensorFlow itself is never imported).
+``tensorboard.compat.proto.event_pb2.Event`` messages. The usual ones (scalars as SummaryWriter and the
+HF Trainer write them, scalar tensors, histograms) are read by a small protobuf wire-format reader that
+decodes only step, wall time, tag and value; anything else, malformed records included, goes to
+event_pb2, imported on first use (the tensorboard package's protobufs cost ~40 ms; TensorFlow itself is
+never imported). Both give exactly the same scalars and warnings (tests/test_sources_tensorboard.py).
 
 Checksums use google-crc32c's C implementation when it is installed, else the pure-Python table below,
-which gives the same values. End to end the C one reads a 50 MiB file of scalars and histograms ~45x
-faster, a file of scalars only (protobuf parsing dominates) ~1.7x (``bench/tensorboard_read.py``).
+which gives the same values. ``bench/tensorboard_read.py`` measures both, and both decoders, end to end
+on 50 MiB files (bench/results/tensorboard_read.md).
 """
 from __future__ import annotations
 
@@ -116,17 +119,20 @@ class TFRecordTail:
         except OSError as exc:
             self._warn(f"cannot read ({exc})")
             return
-        to_eof = self.offset + len(buf) >= st.st_size
+        size = len(buf)
+        to_eof = self.offset + size >= st.st_size
         pos = 0
-        while len(buf) - pos >= HEADER:
-            length, len_crc = _HEAD.unpack_from(buf, pos)
-            if len_crc != masked_crc32c(buf[pos:pos + 8]) or length > MAX_RECORD:
+        crc, head, tail = crc32c, _HEAD.unpack_from, _CRC.unpack_from  # locals: this loop runs once per record
+        while size - pos >= HEADER:
+            length, len_crc = head(buf, pos)
+            c = crc(buf[pos:pos + 8])
+            if len_crc != (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF or length > MAX_RECORD:  # mask()
                 skip = self._resync(buf, pos + 1)
                 self._warn(f"corrupt record header at byte {self.offset + pos}; skipped {skip - pos} bytes")
                 pos = skip
                 continue
             end = pos + HEADER + length + FOOTER
-            if end > len(buf) and pos == 0 and not to_eof:  # one record bigger than max_read: read all of it
+            if end > size and pos == 0 and not to_eof:  # one record bigger than max_read: read all of it
                 try:
                     with self.path.open("rb") as fh:
                         fh.seek(self.offset)
@@ -134,13 +140,15 @@ class TFRecordTail:
                 except OSError as exc:
                     self._warn(f"cannot read ({exc})")
                     return
-                to_eof = self.offset + len(buf) >= st.st_size
-            if end > len(buf):
+                size = len(buf)
+                to_eof = self.offset + size >= st.st_size
+            if end > size:
                 break  # the writer has not finished this record yet, or the rest is for the next poll
-            data = buf[pos + HEADER:pos + HEADER + length]
-            (data_crc,) = _CRC.unpack_from(buf, end - FOOTER)
+            data = buf[pos + HEADER:end - FOOTER]
+            (data_crc,) = tail(buf, end - FOOTER)
             pos = end
-            if data_crc != masked_crc32c(data):
+            c = crc(data)
+            if data_crc != (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF:
                 self._warn(f"record with a bad checksum at byte {self.offset + end - length - HEADER - FOOTER} skipped")
                 continue
             yield data
@@ -173,7 +181,23 @@ def event_pb2() -> Any:
 
 
 def scalars(payload: bytes, warnings: list[str], path: Path) -> list[Scalar]:
-    """The scalar values of one serialized Event (simple_value or a 0-d float tensor)."""
+    """The scalar values of one serialized Event (simple_value or a 0-d float tensor).
+
+    The wire-format reader below decodes the usual events; anything else (and every malformed record)
+    goes to event_pb2, so both give the same values and the same warnings.
+    """
+    if _use_wire:
+        try:  # wire_scalars(), inlined: this runs once per event
+            found = _simple_scalar(payload) or _decode_event(payload)
+        except Exception:  # noqa: BLE001 - _Unusual, or a malformed record: event_pb2 reads it and warns
+            found = None
+        if found is not None:
+            return found
+    return scalars_pb2(payload, warnings, path)
+
+
+def scalars_pb2(payload: bytes, warnings: list[str], path: Path) -> list[Scalar]:
+    """:func:`scalars` through TensorBoard's protobufs: the reference, and the path for unusual events."""
     event = (_event_pb2 or event_pb2()).Event()
     try:
         event.ParseFromString(payload)
@@ -193,9 +217,318 @@ def scalars(payload: bytes, warnings: list[str], path: Path) -> list[Scalar]:
             number = float(value.tensor.float_val[0])
         elif kind == "tensor" and value.tensor.double_val:
             number = float(value.tensor.double_val[0])
-        elif kind == "tensor" and len(value.tensor.tensor_content) in (4, 8) and value.tensor.dtype in (1, 2):
+        elif kind == "tensor" and (value.tensor.dtype, len(value.tensor.tensor_content)) in ((1, 4), (2, 8)):
             number = struct.unpack("<f" if value.tensor.dtype == 1 else "<d", value.tensor.tensor_content)[0]
         else:
             continue
         out.append(Scalar(step, value.tag, number, wall_time))
     return out
+
+
+# -- the protobuf wire format, for the few Event fields ftui reads ------------------------------------
+#
+# An event is a sequence of (tag byte, value) fields: tag = field number << 3 | wire type (0 varint,
+# 1 fixed64, 2 length-delimited, 5 fixed32). wire_scalars() knows the fields of the messages scalar,
+# histogram and hparams summaries are made of and checks what protobuf checks on them (bounds, varint length,
+# UTF-8 of string fields, packed lengths); a field it does not know, or anything it is unsure of, makes
+# it answer None and the event goes to event_pb2. Repeated occurrences follow protobuf's rules: the last
+# scalar wins, messages merge, setting one member of a oneof clears the others. Field numbers and types
+# are tensorboard/compat/proto's (event, summary, tensor, tensor_shape, histogram); a test checks them
+# against event_pb2's descriptors.
+
+_use_wire = True
+_F32 = struct.Struct("<f").unpack_from
+_F64 = struct.Struct("<d").unpack_from
+_U64 = 2**64
+
+
+class _Unusual(Exception):
+    """Not an event the wire reader decodes itself: event_pb2 decides."""
+
+
+def use_wire_decoder(enabled: bool = True) -> bool:
+    """Decode usual events with the wire-format reader (default), or every event with event_pb2."""
+    global _use_wire
+    _use_wire = enabled
+    return _use_wire
+
+
+def _varint(buf: bytes, pos: int, stop: int) -> tuple[int, int]:
+    """(value, next position) of the varint at ``pos``; the low 64 bits, as protobuf keeps them."""
+    result = shift = 0
+    while shift < 70:  # at most 10 bytes
+        if pos >= stop:
+            raise _Unusual
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result & (_U64 - 1), pos
+        shift += 7
+    raise _Unusual
+
+
+def _length(buf: bytes, pos: int, stop: int) -> tuple[int, int]:
+    """(start, end) of the length-delimited value whose length varint is at ``pos``."""
+    n = buf[pos] if pos < stop else 0x80
+    if n < 0x80:
+        pos += 1
+    else:
+        n, pos = _varint(buf, pos, stop)
+    end = pos + n
+    if end > stop:
+        raise _Unusual
+    return pos, end
+
+
+# A schema: tag byte -> "v" varint, "d" fixed64, "s" string (UTF-8), "b" bytes, "p8" packed fixed64,
+# or the schema of a sub-message. Messages read only to be skipped are checked against theirs.
+_Schema = dict[int, Any]
+_PLUGIN_DATA: _Schema = {0x0A: "s", 0x12: "b"}  # plugin_name, content
+_SUMMARY_METADATA: _Schema = {0x0A: _PLUGIN_DATA, 0x12: "s", 0x1A: "s", 0x20: "v"}  # ..., data_class
+_DIM: _Schema = {0x08: "v", 0x12: "s"}  # size, name
+_TENSOR_SHAPE: _Schema = {0x12: _DIM, 0x18: "v"}  # dim, unknown_rank
+_HISTOGRAM: _Schema = {0x09: "d", 0x11: "d", 0x19: "d", 0x21: "d", 0x29: "d",  # min, max, num, sum, sum_squares
+                       0x32: "p8", 0x31: "d", 0x3A: "p8", 0x39: "d"}  # bucket_limit, bucket (packed or not)
+_SOURCE_METADATA: _Schema = {0x0A: "s"}  # writer
+
+
+def _check(buf: bytes, pos: int, stop: int, schema: _Schema) -> None:
+    """Raise _Unusual unless buf[pos:stop] is a well-formed message of ``schema``."""
+    while pos < stop:
+        kind = schema.get(buf[pos])
+        pos += 1
+        if kind is None:
+            raise _Unusual
+        if kind == "v":
+            pos = _varint(buf, pos, stop)[1]
+        elif kind == "d":
+            pos += 8
+        else:
+            start, end = _length(buf, pos, stop)
+            if kind == "s":
+                buf[start:end].decode("utf-8")
+            elif kind == "p8":
+                if (end - start) % 8:
+                    raise _Unusual
+            elif kind != "b":
+                _check(buf, start, end, kind)
+            pos = end
+    if pos != stop:
+        raise _Unusual
+
+
+class _Tensor:
+    """What :func:`scalars` reads of a TensorProto, merged over repeated occurrences as protobuf does."""
+
+    __slots__ = ("dtype", "content", "first_float", "first_double")
+
+    def __init__(self) -> None:
+        self.dtype = 0
+        self.content = b""
+        self.first_float: float | None = None
+        self.first_double: float | None = None
+
+    def merge(self, buf: bytes, pos: int, stop: int) -> None:
+        while pos < stop:
+            tag = buf[pos]
+            pos += 1
+            if tag == 0x2A:  # float_val, packed
+                start, end = _length(buf, pos, stop)
+                if (end - start) % 4:
+                    raise _Unusual
+                if self.first_float is None and end > start:
+                    self.first_float = _F32(buf, start)[0]
+                pos = end
+            elif tag == 0x08:  # dtype: an int32 enum
+                value, pos = _varint(buf, pos, stop)
+                if value > 0x7FFFFFFF:
+                    raise _Unusual
+                self.dtype = value
+            elif tag == 0x32:  # double_val, packed
+                start, end = _length(buf, pos, stop)
+                if (end - start) % 8:
+                    raise _Unusual
+                if self.first_double is None and end > start:
+                    self.first_double = _F64(buf, start)[0]
+                pos = end
+            elif tag == 0x22:  # tensor_content
+                start, end = _length(buf, pos, stop)
+                self.content = buf[start:end]
+                pos = end
+            elif tag == 0x12:  # tensor_shape
+                start, end = _length(buf, pos, stop)
+                _check(buf, start, end, _TENSOR_SHAPE)
+                pos = end
+            elif tag == 0x18:  # version_number
+                pos = _varint(buf, pos, stop)[1]
+            elif tag == 0x2D:  # float_val, one unpacked element
+                if pos + 4 > stop:
+                    raise _Unusual
+                if self.first_float is None:
+                    self.first_float = _F32(buf, pos)[0]
+                pos += 4
+            elif tag == 0x31:  # double_val, one unpacked element
+                if pos + 8 > stop:
+                    raise _Unusual
+                if self.first_double is None:
+                    self.first_double = _F64(buf, pos)[0]
+                pos += 8
+            else:  # string_val (text), int_val, half_val...: not a float scalar, or unusual
+                raise _Unusual
+
+    def number(self) -> float | None:
+        if self.first_float is not None:
+            return self.first_float
+        if self.first_double is not None:
+            return self.first_double
+        if len(self.content) in (4, 8) and self.dtype in (1, 2):
+            if len(self.content) != (4 if self.dtype == 1 else 8):
+                raise _Unusual  # event_pb2's reading raises on it: let it
+            return (_F32 if self.dtype == 1 else _F64)(self.content)[0]
+        return None
+
+
+def _value(buf: bytes, pos: int, stop: int, out: list[tuple[str, float]]) -> None:
+    """One Summary.Value: appends (tag, number) when it holds a scalar."""
+    tag = ""
+    kind = 0  # the `value` oneof: 0 unset, 1 simple_value, 2 tensor, 3 a histogram
+    number = 0.0
+    tensor: _Tensor | None = None
+    while pos < stop:
+        field = buf[pos]
+        pos += 1
+        if field == 0x15:  # simple_value
+            if pos + 4 > stop:
+                raise _Unusual
+            number = _F32(buf, pos)[0]
+            pos += 4
+            kind, tensor = 1, None
+            continue
+        if field & 7 != 2:
+            raise _Unusual
+        start, pos = _length(buf, pos, stop)
+        if field == 0x0A:  # tag
+            tag = buf[start:pos].decode("utf-8")
+        elif field == 0x42:  # tensor
+            if tensor is None:
+                tensor = _Tensor()
+            tensor.merge(buf, start, pos)
+            kind = 2
+        elif field == 0x4A:  # metadata
+            _check(buf, start, pos, _SUMMARY_METADATA)
+        elif field == 0x3A:  # node_name
+            buf[start:pos].decode("utf-8")
+        elif field == 0x2A:  # histo
+            _check(buf, start, pos, _HISTOGRAM)
+            kind, tensor = 3, None
+        elif field == 0x1A:  # obsolete_old_style_histogram (bytes)
+            kind, tensor = 3, None
+        else:  # image, audio, or a field this reader does not know
+            raise _Unusual
+    if kind == 1:
+        out.append((tag, number))
+    elif kind == 2 and tensor is not None:
+        found = tensor.number()
+        if found is not None:
+            out.append((tag, found))
+
+
+def _decode_event(buf: bytes) -> list[Scalar]:
+    stop = len(buf)
+    pos = 0
+    wall_time = 0.0
+    step = 0
+    values: list[tuple[str, float]] | None = None  # None: the event holds no summary
+    while pos < stop:
+        field = buf[pos]
+        pos += 1
+        if field == 0x09:  # wall_time
+            if pos + 8 > stop:
+                raise _Unusual
+            wall_time = _F64(buf, pos)[0]
+            pos += 8
+        elif field == 0x10:  # step
+            step = buf[pos] if pos < stop else 0x80
+            if step < 0x80:
+                pos += 1
+            else:
+                step, pos = _varint(buf, pos, stop)
+                if step >= 2**63:
+                    step -= _U64
+        elif field == 0x2A:  # summary (merged with an earlier one, as protobuf does)
+            start, pos = _length(buf, pos, stop)
+            if values is None:
+                values = []
+            while start < pos:  # Summary: repeated Value value = 1
+                if buf[start] != 0x0A:
+                    raise _Unusual
+                start, end = _length(buf, start + 1, pos)
+                _value(buf, start, end, values)
+                start = end
+        elif field == 0x1A:  # file_version: the other member of the oneof, clears the summary
+            start, pos = _length(buf, pos, stop)
+            buf[start:pos].decode("utf-8")
+            values = None
+        elif field == 0x52:  # source_metadata
+            start, pos = _length(buf, pos, stop)
+            _check(buf, start, pos, _SOURCE_METADATA)
+        else:  # graph_def, session_log, ...: unusual here
+            raise _Unusual
+    if not values:
+        return []
+    return [Scalar(step, tag, number, wall_time) for tag, number in values]
+
+
+_SIMPLE_TAGS: dict[bytes, str] = {}  # ``2a L 0a L-2 0a L-9 tag 15`` (checked once) -> tag
+_SIMPLE_TAGS_MAX = 4096
+
+
+def _simple_tag(middle: bytes) -> str | None:
+    """The tag of a simple-value Summary's bytes up to its float, if that is all they are."""
+    size = len(middle) + 2  # the Summary: these bytes but the leading two, and the float's four
+    if size >= 0x80 or size < 9 or middle[0] != 0x2A or middle[1] != size or middle[2] != 0x0A \
+            or middle[3] != size - 2 or middle[4] != 0x0A or middle[5] != size - 9 or middle[-1] != 0x15:
+        return None
+    tag = middle[6:-1].decode("utf-8")
+    if len(_SIMPLE_TAGS) >= _SIMPLE_TAGS_MAX:
+        _SIMPLE_TAGS.clear()
+    _SIMPLE_TAGS[middle] = tag
+    return tag
+
+
+def _simple_scalar(buf: bytes) -> list[Scalar] | None:
+    """The layout SummaryWriter.add_scalar writes, matched in place; None for any other layout.
+
+    ``09 wall_time(8) 10 step(varint) 2a L 0a L-2 0a L-9 tag 15 simple_value(4)``, L < 128: the bytes
+    between the step and the value depend on the tag alone, so each tag's are checked once and looked up.
+    """
+    if buf[0] != 0x09 or buf[9] != 0x10:
+        return None
+    step = buf[10]
+    pos = 11
+    if step >= 0x80:  # up to 2**28 inline; larger steps take the general reader
+        step &= 0x7F
+        for shift in (7, 14, 21):
+            byte = buf[pos]
+            pos += 1
+            step |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+        else:
+            return None
+    if len(buf) - pos > 0x7D + 4:  # a Summary of 128 bytes or more: not this layout (and not worth hashing)
+        return None
+    middle = buf[pos:-4]
+    tag = _SIMPLE_TAGS.get(middle) or _simple_tag(middle)
+    if tag is None:
+        return None
+    return [Scalar(step, tag, _F32(buf, len(buf) - 4)[0], _F64(buf, 1)[0])]
+
+
+def wire_scalars(payload: bytes) -> list[Scalar] | None:
+    """:func:`scalars` of a usual event, read from the wire format; None when event_pb2 must decide."""
+    try:
+        return _simple_scalar(payload) or _decode_event(payload)
+    except Exception:  # noqa: BLE001 - _Unusual, or a malformed record: event_pb2 reads it and warns
+        return None
