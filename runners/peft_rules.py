@@ -213,6 +213,41 @@ def bnb_config_kwargs(model: Any, training: dict[str, Any]) -> dict[str, Any]:
             "bnb_4bit_compute_dtype": compute_dtype(model, training)}
 
 
+def validate(model: Any, source: str) -> None:
+    """A ModelSpec's LoRA and quantization values no run can use (runners.spec calls this; whether this machine
+    can quantize is preflight's)."""
+    lora = model.lora
+    if lora is not None:
+        if lora.r < 1:
+            raise UserError(f"{source}: model.lora.r must be a whole number of at least 1, got {lora.r!r}.")
+        if lora.alpha <= 0:
+            raise UserError(f"{source}: model.lora.alpha must be positive, got {lora.alpha!r} (the adapters' scale "
+                            "is alpha / r; 16 or 2 * r are usual).")
+        if not 0 <= lora.dropout < 1:
+            raise UserError(f"{source}: model.lora.dropout must be at least 0 and below 1, got {lora.dropout!r}.")
+        for key in ("target_modules", "modules_to_save"):
+            names = getattr(lora, key)
+            if names is not None and (not names or any(not n.strip() for n in names)):
+                raise UserError(f"{source}: model.lora.{key} must be a list of module names, got {names!r}. Remove "
+                                "the key to use the default, or name modules (e.g. [q_proj, v_proj], or [all-linear]).")
+        targets = [t.lower() for t in lora.target_modules or []]
+        if "all-linear" in targets and len(targets) > 1:
+            raise UserError(f"{source}: model.lora.target_modules lists all-linear with other names "
+                            f"({lora.target_modules}): all-linear already means every linear layer. Give it alone.")
+    if model.load_in_4bit and model.load_in_8bit:
+        raise UserError(f"{source}: model.load_in_4bit and model.load_in_8bit are both set: a model is loaded one "
+                        "way. Keep one (4-bit for QLoRA, the smaller).")
+    bits = "load_in_4bit" if model.load_in_4bit else "load_in_8bit" if model.load_in_8bit else None
+    if bits and lora is None:
+        raise UserError(f"{source}: model.{bits} freezes a quantized base, which only trains through adapters, but "
+                        "the spec has no model.lora. Add a model.lora section (e.g. lora: {r: 16}; --lora_r 16 for "
+                        f"ftui --plan), or remove model.{bits} to train the whole model.")
+    if bits and model.init == "random":
+        raise UserError(f"{source}: model.{bits} with model.init random would quantize and freeze a random base: the "
+                        "adapters would learn on noise. Use pretrained weights (model.init: pretrained), or drop "
+                        f"model.{bits} (LoRA on a random init is fine for a smoke test).")
+
+
 KBIT_STRATEGIES = ("single", "ddp")  # a quantized base is replicated whole: DeepSpeed and FSDP would shard it
 BNB_PLATFORMS = ("linux", "win32")  # where bitsandbytes ships CUDA builds
 

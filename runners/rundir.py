@@ -22,6 +22,8 @@ STATUS_FILE = "status.json"
 SPEC_FILE = "spec.yaml"
 LOG_FILE = "stdout.log"
 OUTPUT_DIR = "output"
+# the base a LoRA run from a random init saved before training: the only way to merge its adapter later
+BASE_DIR = "base"
 CONTROL_DIR = "control"
 STOP_REQUEST = "stop"
 CHECKPOINT_REQUEST = "checkpoint"
@@ -155,3 +157,34 @@ def request(run_dir: Path, what: str) -> Path:
     path = control / what
     path.write_text(str(time.time()))
     return path
+
+
+NO_WEIGHTS = "no weights"
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.pt", "global_step*")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a ``checkpoint-N`` dir is not a complete Trainer checkpoint, or None when it is.
+
+    The Trainer writes the weights, then optimizer, scheduler and RNG state, and trainer_state.json
+    last: a checkpoint is complete once trainer_state.json is there, whole (valid JSON), with weights.
+    """
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (the save did not finish)"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError):
+        return "trainer_state.json is cut short (the save did not finish)"
+    if not any(next(path.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS):
+        return NO_WEIGHTS
+    if next(path.glob("*.tmp"), None) is not None:
+        return "a partially written file is left in it"
+    return None
+
+
+def numbered_checkpoints(run_dir: Path) -> list[Path]:
+    """Every ``checkpoint-N`` folder in the run's output, oldest first (complete or not)."""
+    output = run_dir / OUTPUT_DIR
+    found = [p for p in output.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import yaml
 
-from runners import chat_data, paths, redaction, spec_types, strategies
+from runners import chat_data, paths, peft_rules, redaction, spec_types, strategies
 from runners.errors import UserError, did_you_mean
 
 ASSETS = paths.ASSETS
@@ -320,41 +320,7 @@ def _check_ranges(spec: RunSpec, source: str) -> None:
     if epochs is not None and epochs <= 0 and not (max_steps is not None and max_steps > 0):
         raise UserError(f"{source}: training.num_train_epochs must be positive, got {epochs!r}: nothing would be "
                         "trained. Give a positive number of epochs, or a positive training.max_steps.")
-    _check_lora(spec, source)
-
-
-def _check_lora(spec: RunSpec, source: str) -> None:
-    """LoRA and quantization values no run can use; whether this machine can quantize is preflight's."""
-    model, lora = spec.model, spec.model.lora
-    if lora is not None:
-        if lora.r < 1:
-            raise UserError(f"{source}: model.lora.r must be a whole number of at least 1, got {lora.r!r}.")
-        if lora.alpha <= 0:
-            raise UserError(f"{source}: model.lora.alpha must be positive, got {lora.alpha!r} (the adapters' scale "
-                            "is alpha / r; 16 or 2 * r are usual).")
-        if not 0 <= lora.dropout < 1:
-            raise UserError(f"{source}: model.lora.dropout must be at least 0 and below 1, got {lora.dropout!r}.")
-        for key in ("target_modules", "modules_to_save"):
-            names = getattr(lora, key)
-            if names is not None and (not names or any(not n.strip() for n in names)):
-                raise UserError(f"{source}: model.lora.{key} must be a list of module names, got {names!r}. Remove "
-                                "the key to use the default, or name modules (e.g. [q_proj, v_proj], or [all-linear]).")
-        targets = [t.lower() for t in lora.target_modules or []]
-        if "all-linear" in targets and len(targets) > 1:
-            raise UserError(f"{source}: model.lora.target_modules lists all-linear with other names "
-                            f"({lora.target_modules}): all-linear already means every linear layer. Give it alone.")
-    if model.load_in_4bit and model.load_in_8bit:
-        raise UserError(f"{source}: model.load_in_4bit and model.load_in_8bit are both set: a model is loaded one "
-                        "way. Keep one (4-bit for QLoRA, the smaller).")
-    bits = "load_in_4bit" if model.load_in_4bit else "load_in_8bit" if model.load_in_8bit else None
-    if bits and lora is None:
-        raise UserError(f"{source}: model.{bits} freezes a quantized base, which only trains through adapters, but "
-                        "the spec has no model.lora. Add a model.lora section (e.g. lora: {r: 16}), or remove "
-                        f"model.{bits} to train the whole model.")
-    if bits and model.init == "random":
-        raise UserError(f"{source}: model.{bits} with model.init random would quantize and freeze a random base: the "
-                        "adapters would learn on noise. Use pretrained weights (model.init: pretrained), or drop "
-                        f"model.{bits} (LoRA on a random init is fine for a smoke test).")
+    peft_rules.validate(spec.model, source)  # LoRA and quantization values
 
 
 def load(path: str | Path, secrets: list[tuple[list[Any], Any]] | None = None) -> RunSpec:

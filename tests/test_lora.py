@@ -106,13 +106,13 @@ def test_seq_cls_stop_resume_adapter_checkpoints_and_best(tmp_path: Path) -> Non
                                                          "base_model.model.classifier.bias"}
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())  # B starts at zero: it trained
 
-    resumed = ftui("resume", run.name, "--headless", "--runs-dir", str(runs), "--max_steps", str(stop["step"] + 8))
+    resumed = ftui("resume", run.name, "--headless", "--runs-dir", str(runs), "--max_steps", str(stop["step"] + 6))
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     new = next(p for p in runs.iterdir() if p.is_dir() and p != run)
     recs = records(new)
     start = _of(recs, "start")[0]
     assert start["resumed_step"] == stop["step"] and start["trainable_params"] == planned
-    assert _of(recs, "finish")[-1]["step"] == stop["step"] + 8
+    assert _of(recs, "finish")[-1]["step"] == stop["step"] + 6
     history = RunHistory()
     history.apply(recs)
     best = history.snapshot()["best"]
@@ -130,13 +130,13 @@ def test_causal_lm_all_linear_through_ftui_run(tmp_path: Path) -> None:
 
     model = _model_dir(tmp_path, "gpt", GPT2)
     spec = _write(tmp_path, task="causal-lm", model={"name_or_path": str(model), "lora": {**LORA,
-                  "target_modules": ["all-linear"]}}, dataset={"max_train_samples": 96, "max_eval_samples": 32},
+                  "target_modules": ["all-linear"]}}, dataset={"max_train_samples": 64, "max_eval_samples": 32},
                   training={"learning_rate": 0.01, "num_train_epochs": 2}, cadence={"n_evals": 4})
     proc = ftui("run", str(spec), "--headless", "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     recs = records(only_run(tmp_path / "runs"))
     per_layer = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))  # c_attn, attn.c_proj, c_fc, mlp.c_proj
-    planned = make_plan(specmod.load(spec), num_train_samples=96).to_json()["model"]["trainable_params"]
+    planned = make_plan(specmod.load(spec), num_train_samples=64).to_json()["model"]["trainable_params"]
     assert _of(recs, "start")[0]["trainable_params"] == planned == 2 * per_layer
     evals = [e["metrics"]["eval_loss"] for e in _of(recs, "eval")]
     assert evals[-1] < evals[0], evals  # the adapters learn through a frozen random base
@@ -148,14 +148,16 @@ def test_causal_lm_all_linear_through_ftui_run(tmp_path: Path) -> None:
 
 
 def test_seq2seq_lora_and_dora_in_process(tmp_path: Path) -> None:
-    """T5 with DoRA and rsLoRA: the runner's count (a magnitude per output of each adapted layer) is the plan's."""
+    """T5 with DoRA and rsLoRA under gradient checkpointing: it learns, and the runner's count (DoRA: a magnitude
+    per output of each adapted layer) is the plan's."""
     from runners.plan.planner import make_plan
     from runners.train import hf
 
     model = _model_dir(tmp_path, "t5", T5)
     spec = specmod.from_dict(tiny_spec(
         task="seq2seq", model={"name_or_path": str(model), "lora": {**LORA, "use_dora": True, "use_rslora": True}},
-        dataset={"columns": {"target": "text"}, "max_train_samples": 32, "max_eval_samples": 8}))
+        dataset={"columns": {"target": "text"}, "max_train_samples": 32, "max_eval_samples": 8},
+        training={"gradient_checkpointing": True}))
     run = tmp_path / "run"
     run.mkdir()
     hf.train(spec, run)
@@ -163,6 +165,8 @@ def test_seq2seq_lora_and_dora_in_process(tmp_path: Path) -> None:
     # q and v (peft's t5 default) in 1 encoder self, 1 decoder self and 1 cross attention: 32 -> 32 each
     assert start["trainable_params"] == make_plan(spec, num_train_samples=32).to_json()["model"]["trainable_params"] \
         == 3 * 2 * (4 * (32 + 32) + 32)
+    evals = [e["metrics"]["eval_loss"] for e in _of(records(run), "eval")]
+    assert evals[-1] < evals[0], evals
     config = json.loads((run / "output" / "final" / "adapter_config.json").read_text())
     assert config["use_dora"] and config["use_rslora"] and config["task_type"] == "SEQ_2_SEQ_LM"
 
@@ -237,6 +241,30 @@ def test_quantization_spec_errors_and_the_runner_s_own_refusal(tmp_path: Path) -
                                        hardware={"strategy": "single"}))
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         adapters.load_kwargs(spec)
+    import torch
+
+    qlora = adapters.bnb_config(specmod.from_dict(tiny_spec(
+        model={"load_in_4bit": True, "lora": LORA, "init": "pretrained"}, training={"bf16": True})))
+    assert (qlora.load_in_4bit, qlora.bnb_4bit_quant_type, qlora.bnb_4bit_use_double_quant,
+            qlora.bnb_4bit_compute_dtype) == (True, "nf4", True, torch.bfloat16)
+    eight = adapters.bnb_config(specmod.from_dict(tiny_spec(model={"load_in_8bit": True, "lora": LORA,
+                                                                   "init": "pretrained"})))
+    assert eight.load_in_8bit and not eight.load_in_4bit
     zero3 = specmod.from_dict(tiny_spec(model={"load_in_4bit": True, "lora": LORA, "init": "pretrained"},
                                         hardware={"strategy": "zero3"}))
     assert "strategy single" in (peft_rules.quantization_refusal(zero3.model, "zero3", "linux", True, 8, True) or "")
+
+
+def test_plan_flags_reach_the_count() -> None:
+    """The planner CLI's LoRA flags (DoRA, modules_to_save, 8-bit) are the spec's, and change what it counts."""
+    base = ["--plan", "--model_name_or_path", str(DEMO_MODEL), "--task", "seq-cls", "--strategy", "cpu", "--json",
+            "--num_train_samples", "64"]
+    proc = ftui(*base, "--lora_r", "4", "--use_dora", "--lora_modules_to_save", "pooler", "--lora_dropout", "0")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    # query/value adapters + DoRA magnitudes, the pooler and the classifier trained whole
+    assert plan["model"]["trainable_params"] == 4 * 2 * 2 * 128 + 4 * 64 + (64 * 64 + 64) + (64 * 2 + 2)
+    # no dropout on a float32 base: no copies of the inputs, only lora_A's r float32 outputs, 4 adapted layers
+    assert plan["components"]["adapter activations"] == 8 * 128 * 4 * (4 * 4)
+    refused = ftui(*base, "--load_in_8bit")
+    assert refused.returncode == 2 and "has no model.lora" in refused.stderr and "--lora_r 16" in refused.stderr

@@ -7,9 +7,7 @@ request files; see runners/watch/procs.py for jobs ftui did not start.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import time
 from dataclasses import replace
@@ -122,37 +120,8 @@ def checkpoint(run_dir: Path) -> str:
     return "checkpoint requested: saved at the next step"
 
 
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.pt", "global_step*")
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why a ``checkpoint-N`` dir is not a complete Trainer checkpoint, or None when it is.
-
-    The Trainer writes the weights, then optimizer, scheduler and RNG state, and trainer_state.json
-    last: a checkpoint is complete once trainer_state.json is there, whole (valid JSON), with weights.
-    """
-    state = path / "trainer_state.json"
-    if not state.is_file():
-        return "no trainer_state.json (the save did not finish)"
-    try:
-        json.loads(state.read_text())
-    except (OSError, ValueError):
-        return "trainer_state.json is cut short (the save did not finish)"
-    if not any(next(path.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS):
-        return "no weights"
-    if next(path.glob("*.tmp"), None) is not None:
-        return "a partially written file is left in it"
-    return None
-
-
-def _numbered_checkpoints(run_dir: Path) -> list[Path]:
-    output = run_dir / rundir.OUTPUT_DIR
-    found = [p for p in output.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
-    return [p for p in _numbered_checkpoints(run_dir) if checkpoint_problem(p) is not None]
+    return [p for p in rundir.numbered_checkpoints(run_dir) if rundir.checkpoint_problem(p) is not None]
 
 
 def last_checkpoint(run_dir: Path, notes: list[str] | None = None) -> Path | None:
@@ -161,8 +130,8 @@ def last_checkpoint(run_dir: Path, notes: list[str] | None = None) -> Path | Non
     Newer incomplete ones (a save cut short by a full disk or a kill) are skipped, each with a line
     in ``notes`` when given.
     """
-    for path in reversed(_numbered_checkpoints(run_dir)):
-        problem = checkpoint_problem(path)
+    for path in reversed(rundir.numbered_checkpoints(run_dir)):
+        problem = rundir.checkpoint_problem(path)
         if problem is None:
             return path
         if notes is not None:

@@ -13,8 +13,7 @@
 - :func:`check_tokenizer`: the runner's tokenizer loads and turns the first rows into ids the model can embed.
 
 Every refusal is a :class:`UserError` (exit 2) naming the input and the fix; warnings go to stderr as
-``ftui: warning: ...``. Nothing here imports torch but :func:`check_quantization` (only on a machine with GPUs,
-for a quantized spec); :func:`check_tokenizer` imports transformers.
+``ftui: warning: ...``. Nothing here imports torch; only :func:`check_tokenizer` imports transformers.
 """
 from __future__ import annotations
 
@@ -94,21 +93,33 @@ LORA_RUNNERS = ("hf_trainer", "sft")
 
 
 def check_quantization(spec: RunSpec) -> None:
-    """A 4/8-bit base needs bitsandbytes on a CUDA GPU: refused before anything is created where it cannot run.
-    Cheap facts first (strategy, platform, the package, NVML's GPUs); torch is asked last, only when they all agree."""
+    """A 4/8-bit base needs bitsandbytes on a CUDA GPU: refused before anything is created where it cannot run
+    (strategy, platform, the package, NVML's GPUs, a CUDA build of torch), without importing torch."""
     from runners import peft_rules
 
     if peft_rules.quant_bits(spec.model) is None:
         return
     facts = (spec.model, spec.hardware.strategy, sys.platform, importlib.util.find_spec("bitsandbytes") is not None,
              _visible_gpus() if spec.hardware.strategy != "cpu" else 0)
-    problem = peft_rules.quantization_refusal(*facts)
-    if problem is None:
-        import torch
-
-        problem = peft_rules.quantization_refusal(*facts, torch_cuda=torch.cuda.is_available())
+    problem = peft_rules.quantization_refusal(*facts, torch_cuda=_torch_cuda_build())
     if problem:
         raise UserError(problem)
+
+
+def _torch_cuda_build() -> bool | None:
+    """Whether the installed torch is built with CUDA, read from its version.py without importing it (None when
+    that cannot be read: not refused here; the runner asks torch itself)."""
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return False
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^cuda\s*(?::[^=\n]*)?=\s*(.+)$", text, re.M)
+    return None if match is None else match.group(1).strip() != "None"
 
 
 def check_lora(spec: RunSpec, resolved: Any) -> None:

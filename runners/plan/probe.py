@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from runners import paths
+from runners import paths, peft_rules
 from runners.plan import memory
 from runners.plan.memory import GIB, MIB
 
@@ -125,10 +125,11 @@ def worker_config(plan: Any, batch: int, steps: int) -> dict[str, Any]:
     spec, inp = plan.spec, plan.inputs
     t = spec.training
     lora = spec.model.lora
+    targets = peft_rules.requested_targets(lora, plan.model.arch.family) if lora else None
     return {"config": plan.model.config, "task": spec.task, "batch": batch, "seq": inp.seq, "steps": steps,
             "eval_batch": inp.eval_batch, "torch_dtype": inp.dtype, "attn": spec.model.attn_implementation,
             "bf16": bool(t.get("bf16")), "fp16": bool(t.get("fp16")), "gc": bool(t.get("gradient_checkpointing")),
-            "optim": t.get("optim"), "lora": {"r": lora.r, "alpha": lora.alpha, "target_modules": list(lora.target_modules)}
+            "optim": t.get("optim"), "lora": {"r": lora.r, "alpha": lora.alpha, "target_modules": targets}
             if lora else None, "device": "cpu" if inp.strategy == "cpu" else "auto"}
 
 

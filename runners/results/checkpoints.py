@@ -9,7 +9,6 @@ short (a full disk, a kill) is skipped. The best checkpoint is the one the run's
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # The base model a LoRA run saved before training (config with its labels, and weights): the only way to
 # merge a model.init: random run, whose base cannot be rebuilt from the spec. Written by the LoRA runner.
-BASE_DIR = "base"
+BASE_DIR = rundir.BASE_DIR
 CHOICES = ("best", "last", "final")
 NO_BEST = "the run marked no best"
 FINAL_NAMES = ("final", "best_model")  # the Trainer's final save; simpletransformers/sentence-transformers' best
@@ -54,14 +53,9 @@ def problem(path: Path) -> str | None:
     """Why a saved folder cannot be exported, or None when it can."""
     if next(path.glob("*.tmp"), None) is not None:
         return "a partially written file is left in it"
-    if re.fullmatch(r"checkpoint-\d+", path.name):
-        state = path / "trainer_state.json"
-        try:
-            json.loads(state.read_text())
-        except FileNotFoundError:
-            return "no trainer_state.json (the save did not finish)"
-        except (OSError, ValueError):
-            return "trainer_state.json is cut short (the save did not finish)"
+    why = rundir.checkpoint_problem(path) if re.fullmatch(r"checkpoint-\d+", path.name) else None
+    if why and why != rundir.NO_WEIGHTS:  # no weights: said more precisely below
+        return why
     if kind_of(path) is None:
         if next(path.glob("global_step*"), None) is not None:
             return ("its weights are only in DeepSpeed's global_step*/ shards: gather them first with the "
@@ -70,11 +64,7 @@ def problem(path: Path) -> str | None:
     return None
 
 
-def numbered(run_dir: Path) -> list[Path]:
-    """Every ``checkpoint-N`` folder in the run's output, oldest first (complete or not)."""
-    output = run_dir / rundir.OUTPUT_DIR
-    found = [p for p in output.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+numbered = rundir.numbered_checkpoints  # every checkpoint-N folder, oldest first (complete or not)
 
 
 def history(run_dir: Path) -> RunHistory:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from runners import events as ev
@@ -37,14 +38,19 @@ def load_kwargs(spec: RunSpec) -> dict[str, Any]:
     problem = quantization_problem(spec)
     if problem:
         raise UserError(problem)
+    return {"quantization_config": bnb_config(spec),
+            "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}  # a quantized model cannot be moved later
+
+
+def bnb_config(spec: RunSpec) -> Any:
+    """transformers' BitsAndBytesConfig for the spec (NF4, double quantization, the compute dtype)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     kwargs = peft_rules.bnb_config_kwargs(spec.model, spec.training)
     if "bnb_4bit_compute_dtype" in kwargs:
         kwargs["bnb_4bit_compute_dtype"] = getattr(torch, kwargs["bnb_4bit_compute_dtype"])
-    return {"quantization_config": BitsAndBytesConfig(**kwargs),
-            "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}  # a quantized model cannot be moved later
+    return BitsAndBytesConfig(**kwargs)
 
 
 def linear_layers(model: Any) -> dict[str, tuple[int, int, int]]:
@@ -72,7 +78,8 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-def wrap(spec: RunSpec, model: Any, writer: ev.EventWriter | None = None) -> Any:
+def wrap(spec: RunSpec, model: Any, writer: ev.EventWriter | None = None, base_dir: Path | None = None,
+         pad_token_id: int | None = None) -> Any:
     """The model with the spec's LoRA adapters (a PeftModel); after the k-bit preparation for a quantized base.
 
     Target names are checked against the model's own linear layers first (a UserError listing them), and the
@@ -89,7 +96,12 @@ def wrap(spec: RunSpec, model: Any, writer: ev.EventWriter | None = None) -> Any
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif spec.training.get("gradient_checkpointing"):
-        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input with grad
+        model.enable_input_require_grads()  # frozen embeddings: reentrant checkpointing needs an input with grad
+    if base_dir is not None and writer is not None and getattr(spec.model, "init", "pretrained") == "random":
+        # a random init cannot be rebuilt from the spec: keep the base, so `ftui export --merge` can merge into it
+        if model.config.pad_token_id is None and pad_token_id is not None:
+            model.config.pad_token_id = pad_token_id
+        model.save_pretrained(base_dir)
     model = get_peft_model(model, LoraConfig(**peft_rules.lora_config_kwargs(lora, family, spec.task)))
     trainable, total = parameter_counts(model)
     if writer:

@@ -2,8 +2,10 @@
 
 Runs in every rank of the training job. The model comes from a hub id or a local directory; with
 ``model.init: random`` it is built from its config with a random init (said in the event stream),
-which is how the demo and the tests train offline. Metrics are computed in-process: accuracy and F1 for
-classification, perplexity for language modelling.
+which is how the demo and the tests train offline. With ``model.lora`` the model is wrapped in peft adapters
+(on a 4/8-bit bitsandbytes base with ``model.load_in_4bit``/``load_in_8bit``): runners/train/adapters.py, which
+the SFT runner shares. Metrics are computed in-process: accuracy and F1 for classification, perplexity for
+language modelling.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runners import data, strategies
+from runners import data, rundir, strategies
 from runners import events as ev
 from runners.errors import UserError
 from runners.plan import cadence
@@ -32,7 +34,8 @@ def _dtype_kwargs(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
-def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, **config_kwargs: Any) -> Any:
+def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, base_dir: Path | None = None,
+               pad_token_id: int | None = None, **config_kwargs: Any) -> Any:
     """from_pretrained with model.init pretrained (quantized by bitsandbytes with model.load_in_4bit/8bit); a random
     init from the config with model.init random (said in the events); wrapped in LoRA adapters with model.lora."""
     from transformers import AutoConfig
@@ -47,7 +50,7 @@ def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, **
         kwargs = _dtype_kwargs(spec)
         config._attn_implementation = kwargs.pop("attn_implementation")
         model = auto_class.from_config(config, **kwargs)
-    return adapters.wrap(spec, model, writer) if spec.model.lora else model
+    return adapters.wrap(spec, model, writer, base_dir, pad_token_id) if spec.model.lora else model
 
 
 def _classification_metrics(eval_pred: Any) -> dict[str, float]:
@@ -172,7 +175,8 @@ def train(spec: RunSpec, run_dir: Path) -> None:
     auto = {"seq-cls": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM,
             "seq2seq": AutoModelForSeq2SeqLM}[spec.task]
     callback = make_event_callback(run_dir, spec.spec_hash(), spec.runner, spec.task, len(train_df))
-    model = load_model(spec, auto, callback.writer if rank.is_main else None, **extra)
+    model = load_model(spec, auto, callback.writer if rank.is_main else None, run_dir / rundir.OUTPUT_DIR / rundir.BASE_DIR,
+                       tokenizer.pad_token_id, **extra)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     args = TrainingArguments(**training_arguments(spec, run_dir, len(train_df), rank.world_size))

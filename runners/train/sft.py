@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from runners import chat_data, data, peft_rules, strategies
+from runners import chat_data, data, peft_rules, rundir, strategies
 from runners import events as ev
 from runners.errors import UserError
 from runners.plan import cadence
@@ -28,7 +28,8 @@ from runners.train.common import RankInfo, configure_tracking
 STEP_KEYS = ("logging_steps", "eval_steps", "save_steps")
 
 
-def load_model(spec: RunSpec, writer: ev.EventWriter | None) -> Any:
+def load_model(spec: RunSpec, writer: ev.EventWriter | None, base_dir: Path | None = None,
+               pad_token_id: int | None = None) -> Any:
     """The causal LM: its weights (model.init pretrained; quantized with model.load_in_4bit/8bit) or a random init
     from its config (said in the events); with model.lora, wrapped in LoRA adapters (runners/train/adapters.py)."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -51,7 +52,7 @@ def load_model(spec: RunSpec, writer: ev.EventWriter | None) -> Any:
         if writer:
             writer.emit(ev.MESSAGE, level="warning", text=f"{name}: training from a random init (model.init: random)")
         model = AutoModelForCausalLM.from_config(config, **kwargs)
-    return adapters.wrap(spec, model, writer) if spec.model.lora else model
+    return adapters.wrap(spec, model, writer, base_dir, pad_token_id) if spec.model.lora else model
 
 
 def datasets_for(train_df: Any, eval_df: Any, layout: chat_data.Layout) -> tuple[Any, Any]:
@@ -149,7 +150,7 @@ def build_trainer(spec: RunSpec, run_dir: Path, writer: ev.EventWriter | None = 
     train_ds, eval_ds = datasets_for(train_df, eval_df, layout)
     tokenizer = load_tokenizer(spec)
     use_template(spec, tokenizer, layout)
-    model = load_model(spec, writer)
+    model = load_model(spec, writer, run_dir / rundir.OUTPUT_DIR / rundir.BASE_DIR, tokenizer.pad_token_id)
     args = SFTConfig(**sft_arguments(spec, run_dir, len(train_ds), rank.world_size))
     try:
         trainer = make_trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,

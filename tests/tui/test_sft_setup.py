@@ -62,7 +62,7 @@ async def test_setup_previews_the_formatted_example_and_follows_the_sft_options(
 
         runner.value = "hf_trainer"  # another runner: no sft options, none of its keys left in the spec
         await wait_for(lambda: not setup.query_one("#sft_options").display)(pilot)
-        assert not preview.display and setup.data["dataset"]["packing"] is False
+        assert setup.data["dataset"]["packing"] is False
         runner.value = "sft"
         await wait_for(lambda: setup.query_one("#sft_options").display and setup.data["task"] == "causal-lm")(pilot)
         assert setup.query_one("#task", Select).value == "causal-lm"

@@ -82,8 +82,8 @@ def spec_from_args(args: argparse.Namespace) -> specmod.RunSpec:
         data["task"] = args.task
     if args.runner:
         data["runner"] = args.runner
-        if args.runner == "sentence_transformers" and not args.task:
-            data["task"] = "embedding"
+        if not args.task and args.runner in ("sentence_transformers", "sft"):
+            data["task"] = "embedding" if args.runner == "sentence_transformers" else "causal-lm"
     for key in ("torch_dtype", "attn_implementation"):
         if getattr(args, key):
             data["model"][key] = getattr(args, key)

@@ -76,13 +76,9 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
                 yield self._row("dataset", Input(placeholder="CSV/JSONL/parquet path (ctrl+f) or hub id", id="dataset",
                                                  compact=True))
                 yield Static(id="data_preview")
-                yield SftPreview(id="sft_preview")
                 yield self._row("task", Select([(t, t) for t in specmod.TASKS], allow_blank=False, id="task", compact=True))
                 yield self._row("runner", Select([(r, r) for r in specmod.RUNNERS], allow_blank=False, id="runner",
                                                  compact=True))
-                sft = Vertical(*self._sft_rows(), id="sft_options")
-                sft.styles.height = "auto"
-                yield sft
                 yield self._row("strategy", Select([(s, s) for s in specmod.STRATEGIES], allow_blank=False, id="strategy",
                                                    compact=True))
                 yield Static(id="gpus")
@@ -92,6 +88,9 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
                                                     compact=True))
                 yield self._row("grad checkpointing", Select([("off", False), ("on", True)], allow_blank=False,
                                                              id="gradient_checkpointing", compact=True))
+                sft = Vertical(*self._sft_rows(), SftPreview(id="sft_preview"), id="sft_options")
+                sft.styles.height = "auto"  # last in the form: shown for the sft runner only
+                yield sft
             with VerticalScroll(id="plan-pane"):
                 yield PlanView(id="plan")
                 yield Static(id="probe")
@@ -100,9 +99,10 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
                 yield Static(id="command")
         yield Footer()
 
-    def _sft_rows(self) -> list[Horizontal]:
+    def _sft_rows(self) -> list[Static | Horizontal]:
         """The sft runner's options (shown only for it): loss on the answers only, packing, LoRA rank."""
-        return [self._row("  loss on", Select([("every token", False), ("answers only (completion / assistant)", True)],
+        return [Static("sft: instruction tuning (trl)", classes="pane-label"),
+                self._row("  loss on", Select([("every token", False), ("answers only", True)],
                                               allow_blank=False, id="sft_answers_only", compact=True)),
                 self._row("  packing", Select([("off", False), ("on", True)], allow_blank=False, id="sft_packing",
                                               compact=True)),
@@ -235,7 +235,6 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
         """The formatted example of the sft runner (in a worker: it reads the data and the tokenizer)."""
         runner = self.data["runner"] == "sft"
         self.query_one("#sft_options").display = runner
-        self.query_one(SftPreview).display = runner
         if runner and not self.form_error:
             self._read_sft_preview(sf.absolute_paths(self.data, self.base))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from textual.content import Content
 
+from runners.chat_data import MESSAGE_NAMES
 from runners.data import FILE_TYPES, LABEL_NAMES, PAIR_NAMES, TEXT_NAMES
 
 PREVIEW_ROWS = 4
@@ -42,14 +43,23 @@ def read_head(path: Path, rows: int = PREVIEW_ROWS) -> list[dict[str, Any]]:
 
 
 def detect_roles(columns: list[str]) -> dict[str, str]:
-    """role -> column, by the names runners/data.py looks for."""
+    """role -> column, by the names runners/data.py (and runners/chat_data.py for conversations) looks for."""
     lower = {c.lower(): c for c in columns}
     roles: dict[str, str] = {}
-    for role, names in (("text", TEXT_NAMES), ("text_pair", PAIR_NAMES), ("label", LABEL_NAMES)):
+    for role, names in (("messages", MESSAGE_NAMES), ("text", TEXT_NAMES), ("text_pair", PAIR_NAMES),
+                        ("label", LABEL_NAMES)):
         hit = next((lower[n] for n in names if n in lower), None)
         if hit:
             roles[role] = hit
     return roles
+
+
+def cell(value: Any, width: int = 40) -> str:
+    """One value of a row, shortened: a conversation as its turns (``user: ... / assistant: ...``)."""
+    if isinstance(value, list) and value and all(isinstance(t, dict) and "role" in t for t in value):
+        text = " / ".join(f"{t['role']}: {t.get('content', '')}" for t in value).replace("\n", " ")
+        return text if len(text) <= 54 else text[:53] + "…"
+    return str(value)[:width].replace("\n", " ")
 
 
 def preview(source: str, rows_total: int | None) -> Content:
@@ -73,6 +83,6 @@ def preview(source: str, rows_total: int | None) -> Content:
     roles = detect_roles(columns)
     role_text = ", ".join(f"{role}={col}" for role, col in roles.items()) or "no known column names: map them in the spec"
     parts: list[Any] = [(f"{rows_total if rows_total is not None else '?'} rows", "bold"), f" · {role_text}\n"]
-    lines = [" │ ".join(str(row.get(c, ""))[:40].replace("\n", " ") for c in columns[:4]) for row in head]
+    lines = [" │ ".join(cell(row.get(c, "")) for c in columns[:4]) for row in head]
     parts.append(("\n".join(lines), "$text-muted"))
     return Content.assemble(*parts)
