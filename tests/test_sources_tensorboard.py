@@ -384,7 +384,7 @@ def test_wire_decoder_field_numbers_match_the_protos() -> None:
     from tensorboard.compat.proto.summary_pb2 import HistogramProto, SummaryMetadata
     from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 
-    from runners.watch.sources.formats import tfevents
+    from runners.watch.sources.formats import event_wire
 
     wire = {1: 1, 2: 5, 3: 0, 4: 0, 5: 0, 8: 0, 9: 2, 11: 2, 12: 2, 13: 0, 14: 0}  # descriptor type -> wire type
     kind = {1: "d", 3: "v", 4: "v", 5: "v", 8: "v", 9: "s", 12: "b", 13: "v", 14: "v"}
@@ -417,10 +417,10 @@ def test_wire_decoder_field_numbers_match_the_protos() -> None:
                 out[field_tag(f.number, wire[f.type])] = kind[f.type]
         return out
 
-    assert tfevents._SUMMARY_METADATA == schema_of(SummaryMetadata.DESCRIPTOR)
-    assert tfevents._TENSOR_SHAPE == schema_of(TensorShapeProto.DESCRIPTOR)
-    assert tfevents._HISTOGRAM == schema_of(HistogramProto.DESCRIPTOR)
-    assert tfevents._SOURCE_METADATA == schema_of(event.fields_by_name["source_metadata"].message_type)
+    assert event_wire._SUMMARY_METADATA == schema_of(SummaryMetadata.DESCRIPTOR)
+    assert event_wire._TENSOR_SHAPE == schema_of(TensorShapeProto.DESCRIPTOR)
+    assert event_wire._HISTOGRAM == schema_of(HistogramProto.DESCRIPTOR)
+    assert event_wire._SOURCE_METADATA == schema_of(event.fields_by_name["source_metadata"].message_type)
 
 
 def varint(n: int) -> bytes:
