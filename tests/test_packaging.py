@@ -42,6 +42,8 @@ def test_every_core_dependency_is_imported_and_pinned() -> None:
 
 # training extras ftui runs as programs rather than imports: the launchers of the strategy table
 RUN_AS_PROGRAM = {"deepspeed", "accelerate"}
+# training extras that transformers loads for ftui: bitsandbytes behind BitsAndBytesConfig (runners/train/adapters.py)
+LOADED_BY_TRANSFORMERS = {"bitsandbytes": "BitsAndBytesConfig"}
 # test extras that are commands of `make test`, not imports
 TOOLS = {"ruff", "mypy"}
 
@@ -53,7 +55,10 @@ def test_every_extra_is_used() -> None:
         for dist in dists:
             modules_of.setdefault(dist.lower().replace("_", "-"), set()).add(module)
     imported = _imported_top_level()
-    unused = [d for d in map(_name, extras["train"]) if d not in RUN_AS_PROGRAM and not modules_of.get(d, set()) & imported]
+    unused = [d for d in map(_name, extras["train"]) if d not in RUN_AS_PROGRAM and d not in LOADED_BY_TRANSFORMERS
+              and not modules_of.get(d, set()) & imported]
+    adapters = (ROOT / "runners" / "train" / "adapters.py").read_text()
+    assert all(name in adapters for name in LOADED_BY_TRANSFORMERS.values()), "bitsandbytes is no longer loaded"
     assert not unused, f"training extras imported nowhere in tui/ or runners/: {unused}"
     from runners import strategies
 
