@@ -26,8 +26,12 @@ demo: $(STAMP)
 	$(BIN)/ftui demo
 
 # ruff and mypy first (seconds): a lint or type error fails the suite before the slow tests run.
+# Two workers, a test file each (pytest-xdist): most of the suite's time is single-threaded training subprocesses
+# (OMP_NUM_THREADS=1, set by tests/conftest.py), so two files at once use both cores of a 2-core CI machine.
+# TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check runners tui tests bench

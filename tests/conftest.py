@@ -21,10 +21,25 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_BUILD_OPS", "0")
+# One intra-op thread in this process and every job it starts: the models are tiny, so threads buy nothing, and on a
+# 2-core machine running a two-process job beside the test process they only contend (a tiny causal-LM run: 14.5 s
+# with the default threads, 3.4 s with one, on the shared CI-sized machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Hermetic: structures traced by earlier runs on this machine must not make a test pass (or fast) here.
 import tempfile  # noqa: E402
 
 os.environ["FTUI_CACHE_DIR"] = tempfile.mkdtemp(prefix="ftui-test-cache-")
+
+
+def tiny_model_dir(parent: Path, name: str, config: dict[str, Any],
+                   files: tuple[str, ...] = ("vocab.txt", "tokenizer_config.json")) -> Path:
+    """A local model dir: a tiny config (no weights) and the demo's word-level BERT tokenizer files."""
+    path = parent / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    for file in files:
+        (path / file).write_text((DEMO_MODEL / file).read_text())
+    return path
 
 
 def tiny_spec(**overrides: Any) -> dict[str, Any]:

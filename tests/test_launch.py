@@ -59,10 +59,9 @@ def test_demo_learns(tmp_path: Path) -> None:
 
 
 def _two_process(tmp_path: Path, write_spec, **hardware) -> tuple[Path, list[dict]]:
+    """A two-process CPU run through a real launcher, its listening sockets sampled while it runs."""
     spec = write_spec(hardware={"num_processes": 2, **hardware})
-    proc = ftui("run", str(spec), "--headless", "--runs-dir", str(tmp_path / "runs"))
-    run = only_run(tmp_path / "runs")
-    assert proc.returncode == 0, (run / "stdout.log").read_text()[-3000:]
+    run, seen = _listeners_while_running(tmp_path, spec)
     recs = records(run)
     start = next(r for r in recs if r["type"] == "start")
     assert start["world_size"] == 2 and start["total_steps"] == 8  # 128 rows / (2 x 8)
@@ -71,6 +70,14 @@ def _two_process(tmp_path: Path, write_spec, **hardware) -> tuple[Path, list[dic
     assert 0.55 < first < 0.85  # about ln 2: token averaging across devices would double it
     log = (run / "stdout.log").read_text()
     assert "[rank0]" in log and "[rank1]" in log
+    # every rendezvous, store and transport socket of a one-machine run is bound to loopback
+    print("listening:", sorted(seen))
+    assert seen, "no listening socket seen: the sampler missed the run"
+    outside = {s for s in seen if s[0] not in ("127.0.0.1", "::1")}
+    assert not outside, f"listening beyond loopback: {sorted(outside)}"
+    # gloo/NCCL would bind the host name's address, which is loopback on the test machine but often public
+    script = (run / "launch.sh").read_text()
+    assert "export GLOO_SOCKET_IFNAME=lo\n" in script and "export NCCL_SOCKET_IFNAME=lo\n" in script
     return run, recs
 
 
@@ -134,23 +141,6 @@ def _listeners_while_running(tmp_path: Path, spec: Path) -> tuple[Path, set[tupl
     run = only_run(runs)
     assert proc.returncode == 0, err[-2000:] + (run / "stdout.log").read_text()[-3000:]
     return run, seen
-
-
-@pytest.mark.parametrize("hardware", [{"strategy": "cpu"}, {"strategy": "zero2"}, {"strategy": "cpu", "launcher": "accelerate"}],
-                         ids=["torchrun", "deepspeed", "accelerate"])
-def test_single_node_listens_on_loopback_only(tmp_path: Path, write_spec, hardware: dict) -> None:
-    """Every rendezvous, store and transport socket of a one-machine run is bound to loopback."""
-    spec = write_spec(model={"init": "random"}, hardware={"num_processes": 2, **hardware},
-                      training={"max_steps": 4, "save_strategy": "no"})
-    run, seen = _listeners_while_running(tmp_path, spec)
-    print("listening:", sorted(seen))
-    assert seen, "no listening socket seen: the sampler missed the run"
-    outside = {s for s in seen if s[0] not in ("127.0.0.1", "::1")}
-    assert not outside, f"listening beyond loopback: {sorted(outside)}"
-    assert {r["rank"] for r in records(run) if r["type"] == "memory"} == {0, 1}
-    # gloo/NCCL would bind the host name's address, which is loopback on the test machine but often public
-    script = (run / "launch.sh").read_text()
-    assert "export GLOO_SOCKET_IFNAME=lo\n" in script and "export NCCL_SOCKET_IFNAME=lo\n" in script
 
 
 @pytest.mark.parametrize("hardware, expect", [

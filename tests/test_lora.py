@@ -18,9 +18,8 @@ from runners import peft_rules
 from runners import spec as specmod
 from runners.errors import UserError
 from runners.watch.history import RunHistory
-from tests.conftest import DEMO_MODEL, ftui, only_run, records, tiny_spec, wait_until
+from tests.conftest import DEMO_MODEL, ftui, only_run, records, tiny_model_dir, tiny_spec, wait_until
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
 GPT2 = {"model_type": "gpt2", "vocab_size": 90, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64,
         "bos_token_id": 2, "eos_token_id": 3}
 T5 = {"model_type": "t5", "vocab_size": 90, "d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 1,
@@ -29,16 +28,6 @@ PHI3 = {"model_type": "phi3", "hidden_size": 64, "intermediate_size": 128, "num_
         "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 90, "max_position_embeddings": 64,
         "pad_token_id": 0}
 LORA = {"r": 4, "alpha": 8, "dropout": 0.1}
-
-
-def _model_dir(tmp_path: Path, name: str, config: dict[str, Any]) -> Path:
-    """A local model dir: a tiny config (no weights) and the demo's word-level BERT tokenizer."""
-    path = tmp_path / name
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(config))
-    for file in TOKENIZER_FILES:
-        (path / file).write_text((DEMO_MODEL / file).read_text())
-    return path
 
 
 def _write(tmp_path: Path, name: str = "spec.yaml", **overrides: Any) -> Path:
@@ -128,7 +117,7 @@ def test_causal_lm_all_linear_through_ftui_run(tmp_path: Path) -> None:
     """GPT-2 (Conv1D layers), all-linear: every linear layer but the tied output head; plan and run agree."""
     from runners.plan.planner import make_plan
 
-    model = _model_dir(tmp_path, "gpt", GPT2)
+    model = tiny_model_dir(tmp_path, "gpt", GPT2)
     spec = _write(tmp_path, task="causal-lm", model={"name_or_path": str(model), "lora": {**LORA,
                   "target_modules": ["all-linear"]}}, dataset={"max_train_samples": 64, "max_eval_samples": 32},
                   training={"learning_rate": 0.01, "num_train_epochs": 2}, cadence={"n_evals": 4})
@@ -153,7 +142,7 @@ def test_seq2seq_lora_and_dora_in_process(tmp_path: Path) -> None:
     from runners.plan.planner import make_plan
     from runners.train import hf
 
-    model = _model_dir(tmp_path, "t5", T5)
+    model = tiny_model_dir(tmp_path, "t5", T5)
     spec = specmod.from_dict(tiny_spec(
         task="seq2seq", model={"name_or_path": str(model), "lora": {**LORA, "use_dora": True, "use_rslora": True}},
         dataset={"columns": {"target": "text"}, "max_train_samples": 32, "max_eval_samples": 8},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from runners import spec as specmod
-from tests.conftest import DEMO_DATA, DEMO_MODEL, ftui, tiny_spec
+from tests.conftest import DEMO_DATA, DEMO_MODEL, ftui, tiny_model_dir, tiny_spec
 
 
 def _spec(tmp_path: Path, name: str = "spec.yaml", **overrides: Any) -> Path:
@@ -95,28 +94,19 @@ def test_drop_empty_policy_is_counted_and_applied(tmp_path: Path, capsys) -> Non
 
 
 # -- the tokenizer ------------------------------------------------------------------------------------------------
-def _model_dir(tmp_path: Path, config: dict[str, Any], files: tuple[str, ...] = ("vocab.txt",)) -> Path:
-    path = tmp_path / "model"
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(config))
-    for name in files:
-        shutil.copy(DEMO_MODEL / name, path / name)
-    return path
-
-
 def test_tokenizer_with_an_empty_vocabulary_is_refused(tmp_path: Path) -> None:
     """Seen on a GPU machine: a Qwen2 config next to a BERT vocab loads a tokenizer with no vocabulary, and the run
     crashed at step 0 with "cannot reshape tensor of 0 elements"."""
-    model = _model_dir(tmp_path, {"model_type": "qwen2", "vocab_size": 90, "hidden_size": 32, "num_hidden_layers": 1,
-                                  "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
-                                  "max_position_embeddings": 64})
+    model = tiny_model_dir(tmp_path, "model", {"model_type": "qwen2", "vocab_size": 90, "hidden_size": 32,
+                                               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                                               "intermediate_size": 64, "max_position_embeddings": 64}, ("vocab.txt",))
     _refused(tmp_path, _spec(tmp_path, task="causal-lm", model={"name_or_path": str(model)}),
              f"The tokenizer of '{model}'", "into no ids", "model.tokenizer")
 
 
 def test_tokenizer_ids_past_the_embedding_table_are_refused(tmp_path: Path) -> None:
     config = json.loads((DEMO_MODEL / "config.json").read_text())
-    model = _model_dir(tmp_path, {**config, "vocab_size": 10}, ("vocab.txt", "tokenizer_config.json"))
+    model = tiny_model_dir(tmp_path, "model", {**config, "vocab_size": 10})
     _refused(tmp_path, _spec(tmp_path, model={"name_or_path": str(model)}), "vocab_size 10", "index out of range")
 
 
@@ -142,8 +132,7 @@ def test_bundled_config_without_the_hub_is_refused_at_once(tmp_path: Path) -> No
 
 
 def test_incomplete_sharded_download_is_refused(tmp_path: Path) -> None:
-    model = _model_dir(tmp_path, json.loads((DEMO_MODEL / "config.json").read_text()),
-                       ("vocab.txt", "tokenizer_config.json"))
+    model = tiny_model_dir(tmp_path, "model", json.loads((DEMO_MODEL / "config.json").read_text()))
     (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
         "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     (model / "model-00001-of-00002.safetensors").write_bytes(b"")
@@ -154,7 +143,7 @@ def test_incomplete_sharded_download_is_refused(tmp_path: Path) -> None:
 def test_weights_are_found_locally_and_in_the_cache(tmp_path: Path, monkeypatch) -> None:
     from runners.launch import preflight
 
-    local = _model_dir(tmp_path, json.loads((DEMO_MODEL / "config.json").read_text()))
+    local = tiny_model_dir(tmp_path, "model", json.loads((DEMO_MODEL / "config.json").read_text()), ("vocab.txt",))
     assert preflight.local_weights(local)[0] is None
     (local / "model.safetensors").write_bytes(b"")
     assert preflight.local_weights(local)[0] == str(local / "model.safetensors")

@@ -123,3 +123,18 @@ def test_slope_intercept_and_largest_batch() -> None:
     # (forward: (22.572 - 4) / 0.5 = 37; the optimizer step and eval do not grow with the batch)
     assert mem["max_per_device_train_batch_size"] == 24
     assert probe.batches(1) == (1, 2) and probe.batches(8) == (4, 8) and probe.batches(3) == (1, 3)
+
+
+def test_a_lora_probe_trains_what_the_run_trains() -> None:
+    """The probe builds the runner's own LoraConfig: for a classifier the head trains beside the adapters (task
+    type SEQ_CLS), so the probe's trainable count is the plan's, and what it measures is the run's configuration."""
+    from runners.plan import probe_worker
+
+    plan = make_plan(from_dict(tiny("cpu", max_steps=2) | {"model": {**tiny_spec()["model"],
+                                                                    "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}}),
+                     num_train_samples=64)
+    cfg = probe.worker_config(plan, batch=2, steps=1)
+    assert cfg["lora"]["task_type"] == "SEQ_CLS" and cfg["lora"]["lora_dropout"] == 0.1
+    out = probe_worker.measure(json.loads(json.dumps(cfg)))  # what crosses the pipe: JSON
+    assert out["trainable"] == plan.estimate.trainable_params
+    assert out["trainable"] < out["params"] / 10

@@ -9,7 +9,6 @@ the two runs through `ftui demo` / `ftui run` are real detached jobs. Those two 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,13 +27,11 @@ from tests.conftest import ROOT, records
 DEMO_SPEC = ROOT / "assets" / "specs" / "demo_sft.yaml"
 CHAT_MODEL = ROOT / "assets" / "demo" / "chat_model"
 INSTRUCTIONS = ROOT / "assets" / "demo" / "instructions.jsonl"
-# one thread: on a small shared CPU, two threads on a tiny model's micro-ops make a step ten times slower
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ROWS = [json.loads(line) for line in INSTRUCTIONS.read_text().splitlines()]
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tui", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "tui", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -63,17 +60,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         for run in rundir.list_runs(runs) if runs.exists() else []:
             if (rundir.read_status(run) or {}).get("state") not in rundir.TERMINAL_STATES:
                 subprocess.run([sys.executable, "-m", "tui", "kill", run.name, "--yes", "--runs-dir", str(runs)],
-                               cwd=ROOT, env=ENV, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def one_thread():  # noqa: ANN201
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+                               cwd=ROOT, capture_output=True, timeout=120)
 
 
 def _write_rows(path: Path, fmt: str, n: int = 64) -> Path:
@@ -113,7 +100,7 @@ def _expected(spec: specmod.RunSpec) -> chat_render.Formatted:
 
 @pytest.mark.parametrize("fmt, loss", [("messages", "assistant_only_loss"), ("prompt-completion", "completion_only_loss"),
                                        ("text", None)])
-def test_each_format_trains_and_matches_the_preview(cli_runs, one_thread, tmp_path: Path, fmt: str,  # noqa: ANN001
+def test_each_format_trains_and_matches_the_preview(cli_runs, tmp_path: Path, fmt: str,  # noqa: ANN001
                                                     loss: str | None) -> None:
     """Each format is accepted before launch and prepared by trl exactly as the preview and the plan compute it
     (the same token ids and the same tokens carrying loss); the plan counts the rows trl trains on."""
@@ -147,7 +134,7 @@ def _finished(proc: subprocess.Popen, timeout: float = 600) -> str:
     return out
 
 
-def test_a_stop_request_is_honoured(one_thread, tmp_path: Path) -> None:
+def test_a_stop_request_is_honoured(tmp_path: Path) -> None:
     """The stop file (what `ftui stop` writes) ends the run after the step it is seen at, with a checkpoint of the
     adapter, a stop record and a finish record that says so."""
     from runners.train import sft
@@ -164,7 +151,7 @@ def test_a_stop_request_is_honoured(one_thread, tmp_path: Path) -> None:
     assert last.name == "checkpoint-1" and (last / "adapter_model.safetensors").is_file()
 
 
-def test_loss_masks_cover_only_the_assistant_turns_and_the_completions(one_thread, tmp_path: Path) -> None:
+def test_loss_masks_cover_only_the_assistant_turns_and_the_completions(tmp_path: Path) -> None:
     """The labels of a collated batch: prompt tokens are -100 when asked, and only then."""
     def batch(spec: specmod.RunSpec) -> tuple[Any, Any]:
         trainer = _trainer(spec, tmp_path)
@@ -195,7 +182,7 @@ def test_loss_masks_cover_only_the_assistant_turns_and_the_completions(one_threa
             assert all(int(x) == -100 for x, m in zip(labels, mask) if not m)  # padding never carries loss
 
 
-def test_packing_fills_max_length_blocks_as_the_plan_counts(one_thread, tmp_path: Path) -> None:
+def test_packing_fills_max_length_blocks_as_the_plan_counts(tmp_path: Path) -> None:
     spec = _spec(max_train_samples=None, packing=True, max_seq_length=64)
     trainer = _trainer(spec, tmp_path)
     rows = trainer.train_dataset
@@ -213,7 +200,7 @@ def test_packing_fills_max_length_blocks_as_the_plan_counts(one_thread, tmp_path
     assert plan["cadence"]["total_steps"] < unpacked["cadence"]["total_steps"]
 
 
-def test_lora_trainable_parameters_are_what_the_plan_shows(one_thread, tmp_path: Path) -> None:
+def test_lora_trainable_parameters_are_what_the_plan_shows(tmp_path: Path) -> None:
     from runners.train import adapters
 
     spec = _spec()
@@ -232,13 +219,13 @@ def _no_template_model(tmp_path: Path) -> Path:
     return model
 
 
-def test_conversations_without_a_chat_template_are_refused_before_launch(one_thread, tmp_path: Path) -> None:
+def test_conversations_without_a_chat_template_are_refused_before_launch(tmp_path: Path) -> None:
     model = _no_template_model(tmp_path)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(_demo_dict(model={"name_or_path": str(model)})))
     runs = tmp_path / "runs"
     proc = subprocess.run([sys.executable, "-m", "tui", "run", str(spec_file), "--headless", "--runs-dir", str(runs)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "no chat template" in proc.stderr and "dataset.chat_template" in proc.stderr and str(INSTRUCTIONS) in proc.stderr
     assert not runs.exists() or not any(runs.iterdir())

@@ -20,19 +20,7 @@ import pytest
 from runners import events as ev
 from runners import rundir
 from runners import spec as specmod
-from tests.conftest import DEMO_DATA, DEMO_MODEL, ROOT, records, tiny_spec
-
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
-
-
-def _model_dir(tmp_path: Path, name: str, config: dict[str, Any]) -> Path:
-    """A local model dir: a tiny config (no weights) and the demo's word-level BERT tokenizer."""
-    path = tmp_path / name
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(config))
-    for file in TOKENIZER_FILES:
-        (path / file).write_text((DEMO_MODEL / file).read_text())
-    return path
+from tests.conftest import DEMO_DATA, DEMO_MODEL, ROOT, records, tiny_model_dir, tiny_spec
 
 
 def _train(tmp_path: Path, **overrides: Any) -> tuple[Path, list[dict[str, Any]]]:
@@ -85,7 +73,7 @@ def test_best_checkpoint_follows_metric_for_best_model(tmp_path: Path) -> None:
 
 
 def test_causal_lm_reports_perplexity(tmp_path: Path) -> None:
-    model = _model_dir(tmp_path, "gpt", {"model_type": "gpt2", "vocab_size": 90, "n_embd": 32, "n_layer": 1,
+    model = tiny_model_dir(tmp_path, "gpt", {"model_type": "gpt2", "vocab_size": 90, "n_embd": 32, "n_layer": 1,
                                           "n_head": 2, "n_positions": 64, "bos_token_id": 2, "eos_token_id": 3})
     _, recs = _train(tmp_path, task="causal-lm", model={"name_or_path": str(model)},
                      training={"learning_rate": 0.003, "num_train_epochs": 2})
@@ -106,7 +94,7 @@ def test_seq2seq_on_an_eval_file(tmp_path: Path) -> None:
     train, evaluation = tmp_path / "train.csv", tmp_path / "eval.jsonl"
     frame.iloc[:160].to_csv(train, index=False)
     frame.iloc[160:].to_json(evaluation, orient="records", lines=True)
-    model = _model_dir(tmp_path, "t5", {"model_type": "t5", "vocab_size": 90, "d_model": 32, "d_kv": 16, "d_ff": 64,
+    model = tiny_model_dir(tmp_path, "t5", {"model_type": "t5", "vocab_size": 90, "d_model": 32, "d_kv": 16, "d_ff": 64,
                                          "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "pad_token_id": 0,
                                          "eos_token_id": 3, "decoder_start_token_id": 0})
     _, recs = _train(tmp_path, task="seq2seq", model={"name_or_path": str(model)},

@@ -125,12 +125,12 @@ def worker_config(plan: Any, batch: int, steps: int) -> dict[str, Any]:
     spec, inp = plan.spec, plan.inputs
     t = spec.training
     lora = spec.model.lora
-    targets = peft_rules.requested_targets(lora, plan.model.arch.family) if lora else None
+    # the runner's own LoraConfig (task type, so a classifier head trains and is saved as in the run; dropout, DoRA)
+    lora_kwargs = peft_rules.lora_config_kwargs(lora, plan.model.arch.family, spec.task) if lora else None
     return {"config": plan.model.config, "task": spec.task, "batch": batch, "seq": inp.seq, "steps": steps,
             "eval_batch": inp.eval_batch, "torch_dtype": inp.dtype, "attn": spec.model.attn_implementation,
             "bf16": bool(t.get("bf16")), "fp16": bool(t.get("fp16")), "gc": bool(t.get("gradient_checkpointing")),
-            "optim": t.get("optim"), "lora": {"r": lora.r, "alpha": lora.alpha, "target_modules": targets}
-            if lora else None, "device": "cpu" if inp.strategy == "cpu" else "auto"}
+            "optim": t.get("optim"), "lora": lora_kwargs, "device": "cpu" if inp.strategy == "cpu" else "auto"}
 
 
 def batches(batch: int) -> tuple[int, int]:

@@ -46,10 +46,7 @@ def _model(cfg: dict[str, Any], torch: Any, device: str) -> Any:
 
         if cfg.get("gc"):
             model.enable_input_require_grads()
-        lora = cfg["lora"]
-        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora.get("alpha", 16),
-                                                 target_modules=lora["target_modules"],
-                                                 task_type="CAUSAL_LM" if task == "causal-lm" else None))
+        model = get_peft_model(model, LoraConfig(**cfg["lora"]))  # runners.peft_rules.lora_config_kwargs
     return model
 
 

@@ -7,8 +7,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runners import rundir
+from runners import rundir, strategies
 from runners.spec import RunSpec
+
+
+def trainer_plumbing(spec: RunSpec, run_dir: Path, world_size: int, args: dict[str, Any]) -> dict[str, Any]:
+    """ftui's part of the TrainingArguments (or SFTConfig) kwargs, on top of the spec's values and the cadence:
+    where output, tracking and strategy files go, and what a DDP or CPU run needs. The spec's own values win."""
+    import torch
+
+    args.update(output_dir=str(run_dir / "output"), disable_tqdm=True, logging_first_step=True)
+    args.setdefault("include_num_input_tokens_seen", "all")
+    args.setdefault("report_to", spec.tracking.report_to or "none")
+    if spec.tracking.run_name or "wandb" in spec.tracking.report_to:
+        args.setdefault("run_name", spec.tracking.run_name or spec.name)
+    if world_size > 1:
+        args.setdefault("average_tokens_across_devices", False)  # True doubles the logged loss under DDP
+        args.setdefault("ddp_find_unused_parameters", False)
+    strategy = spec.hardware.strategy
+    if strategy in strategies.DEEPSPEED:
+        args.setdefault("deepspeed", str(run_dir / "ds_config.json"))
+    elif strategy in strategies.FSDP_OPTIONS:
+        args.setdefault("fsdp", strategies.FSDP_OPTIONS[strategy])
+    if not torch.cuda.is_available() or strategy == "cpu":
+        # on CPU the distributed state must come from the cpu path (gloo), also under DeepSpeed,
+        # whose own path counts one process without CUDA
+        args.setdefault("use_cpu", True)
+    return args
 
 
 def configure_tracking(spec: RunSpec, run_dir: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runners import data, rundir, strategies
+from runners import data, rundir
 from runners import events as ev
 from runners.errors import UserError
 from runners.plan import cadence
@@ -22,7 +22,7 @@ from runners.plan.models import load_tokenizer, pretrained
 from runners.spec import RunSpec
 from runners.train import adapters
 from runners.train.callback import make_event_callback
-from runners.train.common import RankInfo, configure_tracking
+from runners.train.common import RankInfo, configure_tracking, trainer_plumbing
 
 
 def _dtype_kwargs(spec: RunSpec) -> dict[str, Any]:
@@ -111,27 +111,7 @@ def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any,
 
 def training_arguments(spec: RunSpec, run_dir: Path, num_train: int, world_size: int) -> dict[str, Any]:
     """The TrainingArguments kwargs: the spec's values, the suggested cadence, and ftui's plumbing."""
-    import torch
-
-    args = cadence.training_arguments(spec, num_train, world_size)
-    args.update(output_dir=str(run_dir / "output"), disable_tqdm=True, logging_first_step=True)
-    args.setdefault("include_num_input_tokens_seen", "all")
-    args.setdefault("report_to", spec.tracking.report_to or "none")
-    if spec.tracking.run_name or "wandb" in spec.tracking.report_to:
-        args.setdefault("run_name", spec.tracking.run_name or spec.name)
-    if world_size > 1:
-        args.setdefault("average_tokens_across_devices", False)  # True doubles the logged loss under DDP
-        args.setdefault("ddp_find_unused_parameters", False)
-    strategy = spec.hardware.strategy
-    if strategy in strategies.DEEPSPEED:
-        args.setdefault("deepspeed", str(run_dir / "ds_config.json"))
-    elif strategy in strategies.FSDP_OPTIONS:
-        args.setdefault("fsdp", strategies.FSDP_OPTIONS[strategy])
-    if not torch.cuda.is_available() or strategy == "cpu":
-        # on CPU the distributed state must come from the cpu path (gloo), also under DeepSpeed,
-        # whose own path counts one process without CUDA
-        args.setdefault("use_cpu", True)
-    return args
+    return trainer_plumbing(spec, run_dir, world_size, cadence.training_arguments(spec, num_train, world_size))
 
 
 def make_trainer_class() -> Any:

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from runners import chat_data, data, peft_rules, rundir, strategies
+from runners import chat_data, data, peft_rules, rundir
 from runners import events as ev
 from runners.errors import UserError
 from runners.plan import cadence
@@ -23,7 +23,7 @@ from runners.plan.models import load_tokenizer, pretrained
 from runners.spec import RunSpec
 from runners.train import adapters
 from runners.train.callback import make_event_callback
-from runners.train.common import RankInfo, configure_tracking
+from runners.train.common import RankInfo, configure_tracking, trainer_plumbing
 
 STEP_KEYS = ("logging_steps", "eval_steps", "save_steps")
 
@@ -83,31 +83,14 @@ def sft_arguments(spec: RunSpec, run_dir: Path, num_train: int, world_size: int)
     """The SFTConfig kwargs: the spec's training values, the suggested cadence, trl's data options from the dataset
     section, and ftui's plumbing. trl's defaults that change memory (gradient checkpointing and bf16 on) give way to
     TrainingArguments' (off), which the plan assumes, unless the spec sets them."""
-    import torch
-
     ds = spec.dataset
     args = cadence.training_arguments(spec, num_train, world_size)
-    args.update(output_dir=str(run_dir / "output"), disable_tqdm=True, logging_first_step=True,
-                max_length=ds.max_seq_length, packing=ds.packing, completion_only_loss=ds.completion_only_loss,
+    args.update(max_length=ds.max_seq_length, packing=ds.packing, completion_only_loss=ds.completion_only_loss,
                 assistant_only_loss=ds.assistant_only_loss, dataset_text_field="text")
     if "gradient_checkpointing" not in args:  # its new name, so transformers does not warn about the old one
         args.setdefault("activation_checkpointing", False)
     args.setdefault("bf16", False)
-    args.setdefault("include_num_input_tokens_seen", "all")
-    args.setdefault("report_to", spec.tracking.report_to or "none")
-    if spec.tracking.run_name or "wandb" in spec.tracking.report_to:
-        args.setdefault("run_name", spec.tracking.run_name or spec.name)
-    if world_size > 1:
-        args.setdefault("average_tokens_across_devices", False)
-        args.setdefault("ddp_find_unused_parameters", False)
-    strategy = spec.hardware.strategy
-    if strategy in strategies.DEEPSPEED:
-        args.setdefault("deepspeed", str(run_dir / "ds_config.json"))
-    elif strategy in strategies.FSDP_OPTIONS:
-        args.setdefault("fsdp", strategies.FSDP_OPTIONS[strategy])
-    if not torch.cuda.is_available() or strategy == "cpu":
-        args.setdefault("use_cpu", True)
-    return args
+    return trainer_plumbing(spec, run_dir, world_size, args)
 
 
 def recount_cadence(spec: RunSpec, args: Any, num_rows: int, world_size: int) -> None:
