@@ -150,6 +150,33 @@ def find_run(runs_dir: Path, ref: str) -> Path | None:
     return hits[0] if len(hits) == 1 else None
 
 
+ARCHIVE_DIR = ".archive"  # archived runs: out of the list (dot dirs are never runs), kept whole
+
+
+def archive_run(run_dir: Path) -> Path:
+    """Move a run dir into ``<runs dir>/.archive/`` (never over another); returns where it went.
+
+    The caller refuses live runs: a moved run dir would strand its supervisor's writes."""
+    archive = run_dir.parent / ARCHIVE_DIR
+    archive.mkdir(exist_ok=True)
+    target = archive / run_dir.name
+    n = 1
+    while target.exists():
+        n += 1
+        target = archive / f"{run_dir.name}.{n}"
+    os.replace(run_dir, target)
+    return target
+
+
+def delete_run(run_dir: Path) -> None:
+    """Remove a run dir and everything in it (checkpoints too). The caller refuses live runs and asks first."""
+    import shutil
+
+    if not is_run_dir(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a run dir (no {STATUS_FILE})")
+    shutil.rmtree(run_dir)
+
+
 def request(run_dir: Path, what: str) -> Path:
     """Drop a control request file (stop or checkpoint) that the training callback picks up."""
     control = run_dir / CONTROL_DIR

@@ -189,3 +189,40 @@ def test_sentence_transformers_plan_shows_the_loss_and_why() -> None:
     plain = json.loads(ftui("--plan", "--model_name_or_path", "all-MiniLM-L6-v2", "--runner", "sentence_transformers",
                             "--json").stdout)
     assert plain["loss"] is None  # no dataset given: nothing to choose from
+
+
+def test_seq2seq_on_a_decoder_only_model_is_exit_2() -> None:
+    """Issue 13: gpt2 with --task seq2seq was planned as if it fitted; the config says it is no encoder-decoder."""
+    proc = ftui("--plan", "--model_name_or_path", "gpt2", "--task", "seq2seq")
+    assert proc.returncode == 2 and not proc.stdout
+    error = " ".join(proc.stderr.split())
+    for needle in ("seq2seq", "'gpt2'", "encoder-decoder", "--task causal-lm", "t5"):
+        assert needle in error, error
+    assert ftui("--plan", "--model_name_or_path", "google-t5/t5-base", "--task", "seq2seq", "--json").returncode == 0
+
+
+LLAMA_8B = ("--plan", "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--task", "causal-lm", "--max_seq_length",
+            "1024", "--per_device_train_batch_size", "16", "--gpu_memory_gib", "80", "--host_memory_gib", "512")
+
+
+def test_lever_flags_are_whole_at_80_columns() -> None:
+    """Issue 13: the levers table cut flags ('--per_device_train_batc…'); each lever's flags are one whole line."""
+    proc = ftui(*LLAMA_8B, env={**OFFLINE, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert "--per_device_train_batch_size 4 --gradient_accumulation_steps 4" in lines
+    assert "--load_in_4bit --lora_r 16 --lora_target_modules q_proj k_proj v_proj o_proj" in lines
+    assert "…" not in proc.stdout.split("Memory levers")[1].split("Cadence")[0]
+
+
+def test_the_eval_batch_is_a_lever_and_no_advice_points_at_missing_levers() -> None:
+    data = json.loads(ftui(*LLAMA_8B, "--per_device_eval_batch_size", "64", "--json").stdout)
+    lever = next(lv for lv in data["levers"] if "per_device_eval_batch_size" in lv["change"])
+    assert lever["change"] == {"per_device_eval_batch_size": 16} and lever["saves_bytes"] > 10 * GIB
+    squeezed = json.loads(ftui("--plan", "--model_name_or_path", "meta-llama/Llama-3.1-70B", "--task", "causal-lm",
+                               "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "1",
+                               "--load_in_4bit", "--lora_r", "16", "--gradient_checkpointing", "--bf16", "--strategy",
+                               "zero3_offload", "--gpu_memory_gib", "4", "--host_memory_gib", "512", "--json").stdout)
+    assert squeezed["fits"] is False and squeezed["levers"] == []
+    assert not any("levers below" in line for line in squeezed["advice"]), squeezed["advice"]
+    assert any("smaller model" in line for line in squeezed["advice"])

@@ -203,3 +203,11 @@ def test_unwritable_runs_dir_is_refused(tmp_path: Path, kind: str) -> None:
         assert sorted(p.name for p in disk.iterdir()) == before, "nothing left behind"
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_seq2seq_on_a_decoder_only_model_is_refused_before_launch(tmp_path: Path) -> None:
+    """`ftui run` refuses what `ftui --plan` refuses: a gpt2 model cannot train seq2seq (no encoder-decoder)."""
+    model = tiny_model_dir(tmp_path, "gpt", {"model_type": "gpt2", "vocab_size": 90, "n_embd": 32, "n_layer": 1,
+                                             "n_head": 2, "n_positions": 64, "bos_token_id": 2, "eos_token_id": 3})
+    _refused(tmp_path, _spec(tmp_path, task="seq2seq", model={"name_or_path": str(model)}),
+             "needs an encoder-decoder model", "--task causal-lm")

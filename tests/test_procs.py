@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -145,3 +146,71 @@ def test_launcher_kinds_from_real_command_lines() -> None:
     assert procs.launcher_kind(["python", "-m", "runners.supervise", "/runs/x"]) == "ftui"  # runs from before the move
     assert procs.launcher_kind(["/venv/bin/python", "/venv/bin/ftui", "ps"]) is None
     assert procs.launcher_kind(["python", "train.py", "--note", "torchrun"]) is None
+
+
+PYTEST_LIKE = '''
+import pathlib
+import time
+
+import safetensors.torch  # noqa: F401  what a test module importing transformers maps
+import tokenizers  # noqa: F401
+import torch  # noqa: F401
+import transformers  # noqa: F401
+
+pathlib.Path("imported").write_text("1")
+
+
+def test_waits() -> None:
+    time.sleep(300)
+'''
+
+
+def test_pytest_importing_transformers_is_not_a_training_job(tmp_path: Path) -> None:
+    """Issue 13: `ftui ps` listed a pytest run as a training job. ML libraries mapped are no evidence;
+    a Trainer script with its --output_dir is, even beside the same old outputs."""
+    tests_dir, train_dir = tmp_path / "tests", tmp_path / "train"
+    for work in (tests_dir, train_dir):
+        stale = work / "old" / "trainer_state.json"  # an old training output in the working dir
+        stale.parent.mkdir(parents=True)
+        stale.write_text("{}")
+        os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    (tests_dir / "test_imports.py").write_text(PYTEST_LIKE)
+    log = open(tmp_path / "procs.log", "w")
+    started = [
+        subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_imports.py"],
+                         cwd=tests_dir, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
+        subprocess.Popen([sys.executable, str(SCRIPTS / "train_trainer.py"), "--output_dir", "out", "--max_steps",
+                          "400", "--step_delay", "0.2"], cwd=train_dir, env=ENV, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True),
+    ]
+    pytest_proc, trainer = started
+    try:
+        wait_until(lambda: (tests_dir / "imported").exists()
+                   and procs.has_ml_libraries(procs.mapped_libraries(pytest_proc.pid)), timeout=180,
+                   what="the pytest process to map torch and tokenizers/safetensors")
+
+        def trainer_listed() -> list[procs.Job] | None:
+            assert trainer.poll() is None, (tmp_path / "procs.log").read_text()[-3000:]
+            jobs = procs.find_jobs()[0]
+            return jobs if any(trainer.pid in j.pids for j in jobs) else None
+
+        jobs = wait_until(trainer_listed, timeout=180, every=1.0, what="the Trainer script to be listed")
+        assert not any(pytest_proc.pid in j.pids for j in jobs)
+        assert pytest_proc.poll() is None  # still alive, still mapping torch: not listed all the same
+        listed = {p["pid"] for j in json.loads(ftui("ps", "--json").stdout)["jobs"] for p in j["processes"]}
+        assert trainer.pid in listed and pytest_proc.pid not in listed
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_training_evidence_from_command_lines() -> None:
+    ml = ["torch", "tokenizers"]
+    assert procs.training_evidence(["python", "-m", "runners.train", "--run-dir", "/r"], "/", 0, []) == "ftui run dir"
+    assert procs.training_evidence(["python", "train.py", "--output_dir", "out"], "/", 0, ml) == "--output_dir"
+    assert procs.training_evidence(["python", "-m", "pytest", "tests/test_simpletransformers.py"], "/", 0, ml) is None
+    assert procs.training_evidence(["python", "-c", "import transformers"], "/nonexistent", 0, ml) is None
+    assert procs.entry_point(["python", "-u", "-m", "pytest", "-x"]) == "pytest"

@@ -171,7 +171,8 @@ def test_secret_leak(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)", "runners.train", "--hub_token", planted["argv --hub_token"],
          f"--api_key={planted['argv --api_key=']}", f"WANDB_API_KEY={planted['argv env assignment']}",
-         "--output_dir", str(tmp_path / "sleeper_out")], cwd=tmp_path)
+         "--output_dir", str(tmp_path / "sleeper_out"), "--run-dir", str(tmp_path / "sleeper_run")], cwd=tmp_path)
+    # (--run-dir: what ftui's own training processes carry, evidence enough for `ftui ps` without ML libraries)
     try:
         ps = ftui("ps", env=env)
         ps_json = ftui("ps", "--json", env=env)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # types only: the UI imports a source's module when one is op
     from runners.watch.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_SPEC = ROOT / "assets" / "specs" / "demo.yaml"
 LAUNCH_TIMEOUT = 300
 
 
@@ -102,11 +101,11 @@ class FtuiApp(App[int]):
             self.push_screen(RunsScreen(self.runs_dir))
 
     def action_new_run(self) -> None:
-        from runners import spec as specmod
+        from tui.screens import setup_fields
         from tui.screens.setup import SetupScreen
 
-        spec = self.setup_spec or specmod.load(DEMO_SPEC)
-        self.push_screen(SetupScreen(spec, spec_path=self.setup_spec_path))
+        spec = self.setup_spec or setup_fields.new_spec()  # a new run's defaults, never the demo's settings
+        self.push_screen(SetupScreen(spec, spec_path=self.setup_spec_path, new_run=self.setup_spec is None))
 
     def action_help(self) -> None:
         from tui.screens.dialogs import HelpScreen

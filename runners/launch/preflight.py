@@ -361,6 +361,7 @@ def check_all(spec: RunSpec) -> None:
     check_hardware(spec)
     check_quantization(spec)
     resolved = check_model(spec)
+    planner.check_task(spec, resolved)  # before the data is read: seq2seq on a decoder-only model
     check_lora(spec, resolved)
     check_sequence(spec, resolved)
     roles = data.preflight(spec)

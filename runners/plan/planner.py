@@ -216,11 +216,22 @@ def eval_samples(spec: RunSpec, samples: int, source: str) -> int:
     return min(n, spec.dataset.max_eval_samples) if spec.dataset.max_eval_samples else n
 
 
+def check_task(spec: RunSpec, model: models.ResolvedModel) -> None:
+    """A task the model's architecture cannot train is the user's error, not a plan: seq2seq needs an
+    encoder-decoder (``is_encoder_decoder`` in its config; ``Arch.decoder_layers`` is 0 for the rest)."""
+    if spec.task == "seq2seq" and not model.arch.decoder_layers:
+        raise UserError(f"Task seq2seq (--task, the spec's task:) needs an encoder-decoder model, but "
+                        f"'{model.name}' ({model.arch.family}) is not one (its config does not set is_encoder_decoder). "
+                        f"Use --task causal-lm to train {model.name} on text, or choose an encoder-decoder model "
+                        "such as google-t5/t5-base (t5, bart, mbart, pegasus, marian) for seq2seq.")
+
+
 def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gib: float | None = None,
               cuda_context_mib: float | None = None, validate: bool = False, gpu_name: str | None = None,
               gpu_hour_price: float | None = None, host_memory_gib: float | None = None) -> Plan:
     """Everything `ftui --plan` reports for ``spec``; raises UserError on impossible input."""
     model = models.resolve(spec.model.name_or_path)
+    check_task(spec, model)
     warnings: list[str] = []
     strat, n = spec.hardware.strategy, spec.hardware.num_processes
     if strat == "ddp" and n < 2:
@@ -251,6 +262,8 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
     workers = int(spec.training.get("dataloader_num_workers", 0) or 0)
     excluded: list[strategy.Lever] = []
     lever_list = strategy.levers(inp, est, host_capacity, workers, excluded)
+    if spec.model.init == "random":  # a quantized random base is refused (runners/peft_rules.py): never offer it
+        lever_list = [lv for lv in lever_list if not lv.change.get("load_in_4bit")]
     accum = int(spec.training.get("gradient_accumulation_steps", 1))
     for lever in lever_list:
         factor = lever.change.pop("gradient_accumulation_steps_multiplier", None)
@@ -271,7 +284,7 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
         error = cadence_mod.validate_with_transformers({**spec.training, **cad.training_arguments},
                                                         runner=spec.runner)
         cad.validated, cad.validation_error = error is None, error
-    advice = strategy.advice(inp, est, host_capacity, workers)
+    advice = strategy.advice(inp, est, host_capacity, workers, levers_left=bool(lever_list))
     host_needed = strategy.host_ram_needed(inp, est, workers)
     if not strategy.host_fits(host_needed, host_capacity):
         if not any("host RAM" in line for line in advice):

@@ -59,6 +59,11 @@ def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, Memory
                      {"per_device_train_batch_size": smaller, "gradient_accumulation_steps_multiplier": factor},
                      f"batch {inp.batch} -> {smaller} with {factor}x gradient accumulation (same effective batch)",
                      replace(inp, batch=smaller)))
+    if inp.eval_batch > 1:  # eval holds every sample's logits at once: with a large vocabulary it can be the peak
+        smaller = inp.batch if inp.batch < inp.eval_batch else max(1, inp.eval_batch // 4)
+        out.append(("smaller eval batch", {"per_device_eval_batch_size": smaller},
+                    f"evaluate {smaller} instead of {inp.eval_batch} samples at a time (training unchanged)",
+                    replace(inp, eval_batch=smaller)))
     if not inp.gradient_checkpointing:
         out.append(("gradient checkpointing", {"gradient_checkpointing": True},
                     "recompute each layer in backward instead of keeping its activations (~30% slower steps)",
@@ -131,9 +136,11 @@ def levers(inp: MemoryInput, base: Estimate, host_capacity: float | None = None,
     return ranked
 
 
-def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None, dataloader_workers: int = 0) -> list[str]:
+def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None, dataloader_workers: int = 0,
+           levers_left: bool = True) -> list[str]:
     """Strategy advice in plain words, from the usual decision rules (a strategy counts as fitting only when
-    its host side fits ``host_capacity`` too)."""
+    its host side fits ``host_capacity`` too). ``levers_left``: whether any lever is offered, so the advice
+    never points at a list that is empty."""
     if inp.strategy == "cpu":
         return ["CPU training: memory is host RAM; fine for small models and smoke tests."]
     out: list[str] = []
@@ -175,6 +182,11 @@ def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None,
                        f"{est.device_used / GIB:.1f} GiB per GPU" +
                        (f" and {est.host_ram / GIB:.0f} GiB of host RAM." if "offload" in strategy else "."))
             return out
-    out.append("No strategy alone makes it fit on these GPUs: combine the levers below (LoRA, checkpointing, "
-               "smaller batch) or add GPUs.")
+    if levers_left:
+        out.append("No strategy alone makes it fit on these GPUs: combine the levers below (LoRA, checkpointing, "
+                   "smaller batch) or add GPUs.")
+    else:
+        out.append("No strategy alone makes it fit on these GPUs, and no lever is left that saves memory on this run. "
+                   f"Choose a smaller model, shorter sequences (max_seq_length below {inp.seq}), GPUs with more memory "
+                   f"than {cap / GIB:.0f} GiB, or more GPUs with a ZeRO strategy.")
     return out

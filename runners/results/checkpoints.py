@@ -80,6 +80,16 @@ def _local(run_dir: Path, recorded: str) -> Path:
     return here if here.exists() or not Path(recorded).exists() else Path(recorded)
 
 
+def on_disk(run_dir: Path | None, recorded: list[str]) -> dict[str, Path | None]:
+    """Where each recorded checkpoint path is on disk now (in this run dir's output/ when it has one),
+    or None for one that is gone: rotated away by save_total_limit, or deleted since."""
+    found: dict[str, Path | None] = {}
+    for path in recorded:
+        here = _local(run_dir, path) if run_dir is not None else Path(path)
+        found[path] = here if here.is_dir() else None
+    return found
+
+
 def _make(path: Path, why: str, step: int | None = None) -> Checkpoint:
     kind = kind_of(path)
     assert kind is not None, "callers check problem() first"

@@ -8,6 +8,7 @@ merging neighbours (keeping min and max) when it fills, so a spike is never aver
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -78,25 +79,48 @@ class Series:
         self.buckets = merged
         self.span *= 2
 
-    def downsample(self, width: int) -> list[Bucket]:
-        """At most ``width`` buckets covering the whole series (min/max kept per bucket)."""
-        if width <= 0 or not self.buckets:
+    def downsample(self, width: int, window: tuple[int, int] | None = None) -> list[Bucket]:
+        """At most ``width`` buckets covering the whole series, or the buckets that overlap the step
+        ``window`` (lo, hi) only (min/max kept per bucket)."""
+        buckets = self.buckets
+        if window is not None:
+            buckets = [b for b in buckets if b.step_hi >= window[0] and b.step_lo <= window[1]]
+        if width <= 0 or not buckets:
             return []
-        if len(self.buckets) <= width:
-            return list(self.buckets)
-        per = math.ceil(len(self.buckets) / width)
+        if len(buckets) <= width:
+            return list(buckets)
+        per = math.ceil(len(buckets) / width)
         out: list[Bucket] = []
-        for i in range(0, len(self.buckets), per):
-            group = self.buckets[i:i + per]
+        for i in range(0, len(buckets), per):
+            group = buckets[i:i + per]
             acc = group[0]
             for b in group[1:]:
                 acc = acc.merge(b)
             out.append(acc)
         return out
 
+    def value_at(self, step: int) -> float | None:
+        """The value at ``step``: the last one at or before it (the mean of its bucket when ``step`` falls
+        inside a compacted one); None before the first."""
+        i = bisect.bisect_right([b.step_lo for b in self.buckets], step) - 1
+        if i < 0:
+            return None
+        b = self.buckets[i]
+        return b.last if step >= b.step_hi else b.mean
+
     def points(self) -> list[tuple[int, float]]:
         """(step, mean) per bucket: the full-resolution series while it fits in capacity."""
         return [(b.step_hi, b.mean) for b in self.buckets]
+
+
+def run_duration(started_at: float | None, last_at: float | None, now: float | None = None) -> float | None:
+    """How long a run has taken, the one measure every view shows: from its start record to its last
+    record, or to ``now`` for a live run (``now=None`` once it has ended). Never negative, and never
+    shorter than the last record, so it does not run backwards as records arrive or the run ends."""
+    if started_at is None:
+        return None
+    end = max(t for t in (last_at, now, started_at) if t is not None)
+    return end - started_at
 
 
 @dataclass
@@ -139,8 +163,8 @@ class RunHistory:
         self.records_seen += 1
         kind = r.get("type")
         t = r.get("t")
-        if isinstance(t, (int, float)):
-            self.last_event_at = t
+        if isinstance(t, (int, float)):  # the newest time seen: merged sources and ranks interleave
+            self.last_event_at = t if self.last_event_at is None else max(self.last_event_at, t)
         step = r.get("step")
         if isinstance(step, int) and kind in (ev.LOG, ev.EVAL, ev.CHECKPOINT, ev.STOP, ev.FINISH):
             self.step = max(self.step, step)
@@ -221,11 +245,16 @@ class RunHistory:
         self.error = r.get("error")
         self.ended_at = r.get("t")
 
+    def duration(self, now: float | None = None) -> float | None:
+        """The run's duration by :func:`run_duration`: to ``now`` while it is live (pass None once ended)."""
+        return run_duration(self.started_at, self.last_event_at, now)
+
     def eta_seconds(self) -> float | None:
         """Remaining time from the average step time so far (None until it can be told)."""
-        if not (self.max_steps and self.started_at and self.last_event_at and self.step > 0):
+        duration = self.duration()  # start record to last record, as elapsed and the step time
+        if not (self.max_steps and duration and self.step > 0):
             return None
-        per_step = (self.last_event_at - self.started_at) / self.step
+        per_step = duration / self.step
         return max(0.0, (self.max_steps - self.step) * per_step)
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """Finding training processes on this machine (``ftui ps``, the dashboard's process screen, PID attach).
 
-A training process is a launcher (torchrun, accelerate launch, deepspeed, ftui's supervisor) or a
-Python process running transformers / simpletransformers / sentence-transformers / ``runners.train``.
-The command line decides when it can; otherwise ``/proc/PID/maps`` tells whether torch plus
-safetensors or tokenizers (which transformers loads) are mapped: libraries show up there, pure
-Python modules do not. Processes are grouped into jobs by walking parent links up to the topmost
-launcher. Only psutil and /proc are used: no training library is imported.
+A training process is a launcher (torchrun, accelerate launch, deepspeed, ftui's supervisor), a
+Python process with evidence of training (``runners.train`` or an ftui run dir, a Trainer script's
+``--output_dir``, a training output written in its working dir since it started), or a Python
+process with ML libraries below one of those (ranks, dataloader workers). ``/proc/PID/maps`` tells
+whether torch plus safetensors or tokenizers are mapped, but that alone is no evidence: pytest or a
+notebook that imports transformers maps the same. Processes are grouped into jobs by walking parent
+links up to the topmost launcher. Only psutil and /proc are used: no training library is imported.
 """
 from __future__ import annotations
 
@@ -20,16 +21,14 @@ from typing import Any
 import psutil
 
 from runners.redaction import redact_argv
+from runners.watch.output_dirs import RUN_DIR_FLAGS, TRAINER_OUTPUT_FLAGS, flag_value, fresh_output, locate_output_dir
 
 LAUNCHER_MARKERS = {
     "torchrun": "torchrun", "torch.distributed.run": "torchrun", "torch.distributed.launch": "torchrun",
     "accelerate": "accelerate", "deepspeed": "deepspeed", "runners.launch.supervise": "ftui",
     "runners.supervise": "ftui",  # runs started before the supervisor moved into runners/launch/
 }
-SUPERVISOR_MODULES = ("runners.launch.supervise", "runners.supervise")
-OUTPUT_FLAGS = ("--output_dir", "--output-dir", "--outdir", "--output")
-RUN_DIR_FLAGS = ("--run-dir", "--run_dir")
-OUTPUT_MARKERS = ("trainer_state.json", "training_progress_scores.csv", "status.json", "events.jsonl")
+ML_LIBRARIES = ("torch", "safetensors", "tokenizers", "deepspeed", "bitsandbytes", "flash_attn")
 
 
 @dataclass
@@ -119,92 +118,42 @@ def mapped_libraries(pid: int) -> list[str]:
                 idx = line.find(b"site-packages/")
                 if idx >= 0:
                     name = line[idx + 14:].split(b"/", 1)[0].decode(errors="replace")
-                    if name in ("torch", "safetensors", "tokenizers", "deepspeed", "bitsandbytes", "flash_attn"):
+                    if name in ML_LIBRARIES:
                         found.add(name)
     except OSError:
         return []
     return sorted(found)
 
 
-def looks_like_training(cmdline: list[str], libraries: list[str]) -> bool:
+def has_ml_libraries(libraries: list[str]) -> bool:
+    """torch plus safetensors or tokenizers mapped: what transformers loads (not proof of training)."""
+    return "torch" in libraries and ("safetensors" in libraries or "tokenizers" in libraries)
+
+
+def entry_point(cmdline: list[str]) -> str | None:
+    """The module (``-m``) or script a Python command line runs."""
+    args = cmdline[1:]
+    while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
+        args = args[1:]
+    if len(args) >= 2 and args[0] == "-m":
+        return args[1]
+    return args[0] if args and args[0] != "-c" else None
+
+
+def training_evidence(cmdline: list[str], cwd: str | None, since: float, libraries: list[str]) -> str | None:
+    """Why a Python process is a training job on its own, or None: ML libraries mapped are not enough
+    (pytest, a notebook or a script that imports transformers shows the same maps). Evidence is the
+    ftui entry point or an ftui run dir, a Trainer script's ``--output_dir``, or a training output
+    written below its working dir since it started. Under a launcher, no evidence is needed."""
     if not is_python(cmdline):
-        return False
-    text = " ".join(cmdline).lower()
-    if "runners.train" in text or any(m in text for m in ("simpletransformers", "sentence_transformers")):
-        return True
-    if "torch" in libraries and ("safetensors" in libraries or "tokenizers" in libraries):
-        return True
-    return False
-
-
-def _flag_value(cmdline: list[str], flags: tuple[str, ...]) -> str | None:
-    for i, arg in enumerate(cmdline):
-        for flag in flags:
-            if arg == flag and i + 1 < len(cmdline):
-                return cmdline[i + 1]
-            if arg.startswith(flag + "="):
-                return arg.split("=", 1)[1]
-    return None
-
-
-def _newest_output_below(cwd: Path, depth: int = 2, budget: list[int] | None = None) -> Path | None:
-    """The most recently written dir under cwd that looks like a training output (bounded scan)."""
-    budget = budget if budget is not None else [2000]
-    best: tuple[float, Path] | None = None
-    try:
-        entries = list(os.scandir(cwd))
-    except OSError:
         return None
-    for entry in entries:
-        budget[0] -= 1
-        if budget[0] < 0:
-            break
-        try:
-            found = _output_candidate(entry, depth, budget)
-        except OSError:  # unreadable entries (permissions, vanished files) are not outputs
-            continue
-        if found is not None and (best is None or found[0] > best[0]):
-            best = found
-    return best[1] if best else None
-
-
-def _output_candidate(entry: os.DirEntry, depth: int, budget: list[int]) -> tuple[float, Path] | None:
-    """(mtime, dir) when this entry marks its dir (or a dir below it) as a training output."""
-    here = Path(entry.path).parent
-    if entry.is_file():
-        if entry.name in OUTPUT_MARKERS or entry.name.startswith("events.out.tfevents."):
-            return entry.stat().st_mtime, here
+    if entry_point(cmdline) == "runners.train" or flag_value(cmdline, RUN_DIR_FLAGS):
+        return "ftui run dir"
+    if not has_ml_libraries(libraries):
         return None
-    if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
-        return None
-    if entry.name.startswith("checkpoint-") or entry.name == "wandb":
-        return entry.stat().st_mtime, here
-    if depth > 0 and entry.name not in ("node_modules", "__pycache__", "site-packages", "proc", "sys", "dev"):
-        below = _newest_output_below(Path(entry.path), depth - 1, budget)
-        if below is not None:
-            return below.stat().st_mtime, below
-    return None
-
-
-def locate_output_dir(cmdline: list[str], cwd: str | None) -> tuple[str | None, str | None, str | None]:
-    """(output_dir, how it was found, ftui run dir) for a training command line."""
-    base = Path(cwd) if cwd else Path("/")
-    for i, arg in enumerate(cmdline):
-        if arg in SUPERVISOR_MODULES and i + 1 < len(cmdline):
-            run_dir = (base / cmdline[i + 1]).resolve()
-            return str(run_dir / "output"), "ftui run dir", str(run_dir)
-    run_dir_arg = _flag_value(cmdline, RUN_DIR_FLAGS)
-    if run_dir_arg:
-        run_dir = (base / run_dir_arg).resolve()
-        return str(run_dir / "output"), "--run-dir", str(run_dir)
-    out = _flag_value(cmdline, OUTPUT_FLAGS)
-    if out:
-        return str((base / out).resolve()), "--output_dir", None
-    if cwd:
-        found = _newest_output_below(base)
-        if found is not None:
-            return str(found), "cwd scan", None
-    return None, None, None
+    if flag_value(cmdline, TRAINER_OUTPUT_FLAGS):
+        return "--output_dir"
+    return "fresh output" if fresh_output(cwd, since) is not None else None
 
 
 def _proc(p: psutil.Process, role: str, libraries: list[str]) -> Proc:
@@ -220,15 +169,15 @@ def _proc(p: psutil.Process, role: str, libraries: list[str]) -> Proc:
 
 
 def scan() -> dict[int, Proc]:
-    """Every launcher and training worker on this machine (ours excluded), by pid."""
+    """Every launcher and training process on this machine (ours excluded), by pid: launchers, Python
+    processes with evidence of training, and processes with ML libraries below either of those."""
     me = os.getpid()
     found: dict[int, Proc] = {}
+    below: dict[int, tuple[psutil.Process, list[str]]] = {}  # ML processes that count only under a job
     attrs = ["pid", "ppid", "cmdline", "cwd", "create_time", "memory_info"]
     for p in psutil.process_iter(attrs):
-        if p.pid == me:
-            continue
         cmdline = p.info.get("cmdline") or []
-        if not cmdline:
+        if p.pid == me or not cmdline:
             continue
         kind = launcher_kind(cmdline)
         if kind:
@@ -237,8 +186,15 @@ def scan() -> dict[int, Proc]:
         if not is_python(cmdline):
             continue
         libs = mapped_libraries(p.pid)
-        if looks_like_training(cmdline, libs):
+        if training_evidence(cmdline, p.info.get("cwd"), p.info.get("create_time") or 0.0, libs):
             found[p.pid] = _proc(p, "worker", libs)
+        elif has_ml_libraries(libs):
+            below[p.pid] = (p, libs)
+    while adopted := [pid for pid, (p, _) in below.items()  # ranks under a launcher, dataloader workers
+                      if (p.info.get("ppid") or 0) in found or _through_shells(p.info.get("ppid") or 0, found)]:
+        for pid in adopted:
+            p, libs = below.pop(pid)
+            found[pid] = _proc(p, "worker", libs)
     return found
 
 

@@ -15,7 +15,8 @@ from runners.launch import control
 from runners.watch.history import Series
 from runners.watch.sources import open_source
 from tui.app import make_app
-from tui.screens.dialogs import ConfirmScreen, HelpScreen, LogScreen
+from tui.screens.dialogs import HelpScreen
+from tui.screens.log_view import LogScreen
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import RunsScreen
 from tui.screens.setup import SetupScreen
@@ -107,9 +108,7 @@ async def test_attach_to_finished_run_review_and_keys(tmp_path: Path) -> None:
         assert "stop gracefully" in plain(app.screen.query_one("#help-text"))
         await pilot.press("escape")
 
-        await pilot.press("k")  # kill asks first; "n" leaves the run alone
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")
+        await pilot.press("k")  # the run has ended: no kill to offer (test_monitor_truth: a live run asks first)
         assert app.screen is monitor
         await pilot.press("q")
     assert (rundir.read_status(RECORDED_RUN) or {})["state"] == "finished"

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from runners.plan.memory import GIB
 from runners.plan.planner import Plan
+from tui.format import span as _dur
 
 
 def _gib(value: float) -> str:
@@ -22,14 +23,6 @@ def memory_bar(used: float, capacity: float, width: int = 40) -> Text:
     style = "green" if used <= capacity * 0.9 else "yellow" if used <= capacity else "red"
     bar = Text("█" * filled, style=style) + Text("░" * (width - filled), style="dim")
     return bar + Text(f" {used / GIB:.1f} / {capacity / GIB:.0f} GiB ({100 * used / capacity:.0f}%)")
-
-
-def _dur(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.3g} s"
 
 
 def time_table(data: dict) -> Table | Text:
@@ -73,6 +66,23 @@ def probe_text(probe: dict) -> Group:
     return Group(*lines)
 
 
+def lever_flags(change: dict) -> str:
+    """A lever's change as the `ftui --plan` flags that make it."""
+    return " ".join(f"--{k}" if v is True else f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in change.items())
+
+
+def print_levers(plan: Plan, console: Console) -> None:
+    """Each lever on a line, its flags on the next: never wrapped or cut (soft wrap), so they can be copied
+    whole at any terminal width."""
+    console.print(Text("Memory levers, by saving on this run (the flags that make each one):", style="bold"))
+    for i, lever in enumerate(plan.levers[:8], 1):
+        console.print(Text.assemble(f"{i}. {lever.name}: saves {_gib(lever.saves)} → ",
+                                    (_gib(lever.device_used) + (" fits" if lever.fits else " does not fit"),
+                                     "green" if lever.fits else "red")))
+        console.print(Text("   " + lever_flags(lever.change)), soft_wrap=True)
+
+
 def render(plan: Plan, console: Console | None = None) -> None:
     console = console or Console()
     data = plan.to_json()
@@ -110,15 +120,6 @@ def render(plan: Plan, console: Console | None = None) -> None:
         mark = " ← peak" if name == est.phase else ""
         phases.add_row(name + mark, _gib(sum(tensors.values())))
 
-    levers = Table(title="Memory levers, by saving on this run", expand=True)
-    for col in ("lever", "change", "saves", "result"):
-        levers.add_column(col, justify="right" if col in ("saves", "result") else "left")
-    for lever in plan.levers[:8]:
-        change = " ".join(f"--{k}" if v is True else f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                          for k, v in lever.change.items())
-        levers.add_row(lever.name, change, _gib(lever.saves),
-                       Text(_gib(lever.device_used), style="green" if lever.fits else "red"))
-
     parts: list[RenderableType] = [head, summary, Group(*[Text("• " + a) for a in plan.advice])]
     cad = plan.cadence
     if cad:
@@ -138,7 +139,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
     console.print(Panel(Group(*parts[:3]), title="ftui plan", border_style="cyan"))
     console.print(comps, phases)
     if plan.levers:
-        console.print(levers)
+        print_levers(plan, console)
     if cad:
         console.print(parts[3])
     console.print(time_table(data))

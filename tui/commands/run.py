@@ -19,6 +19,7 @@ from runners.errors import UserError
 from runners.events import EVENTS_FILE, TailReader, iter_chunks
 from runners.launch import control
 from runners.watch.history import RunHistory
+from tui.format import clock
 
 ASSETS = paths.ASSETS
 DEMO_SPECS = {"hf_trainer": "demo.yaml", "simpletransformers": "demo_simpletransformers.yaml",
@@ -59,7 +60,9 @@ def parser_for(command: str) -> argparse.ArgumentParser:
                        help="train to this many optimizer steps in all (overrides the epochs)")
     elif command == "runs":
         _common(p)
-        p.add_argument("--json", action="store_true")
+        p.add_argument("--json", action="store_true", help="a list of objects: id, state, runner, step, max_steps, "
+                       "best, duration_s, started, path")
+        p.add_argument("--wide", action="store_true", help="every column (runner, start time, path)")
     else:
         p.add_argument("run", help="run id, unique part of it, path, or 'latest'")
         _common(p)
@@ -163,7 +166,7 @@ def main(command: str, argv: list[str]) -> int:
         run_dir = launcher.launch(spec, runs_dir, resumed_from=resumed_from)
         return _open_or_follow(run_dir, args)
     if command == "runs":
-        return list_runs(runs_dir, args.json)
+        return list_runs(runs_dir, args.json, args.wide)
     run_dir = find(runs_dir, args.run)
     if command == "stop":
         print(control.stop(run_dir, timeout=args.wait, escalate=args.wait is not None))
@@ -180,33 +183,82 @@ def main(command: str, argv: list[str]) -> int:
     return 0
 
 
-def list_runs(runs_dir: Path, as_json: bool) -> int:
-    import json
-
-    rows: list[dict[str, Any]] = []  # JSON-ready, one per run
+def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
+    """One JSON-ready object per run, newest first: what `ftui runs --json` prints."""
+    rows: list[dict[str, Any]] = []
     for path in rundir.list_runs(runs_dir):
         status = runstate.effective_status(path) or {}  # reconciled: the same state every reader shows
         history = RunHistory()
         for chunk in iter_chunks(path / EVENTS_FILE):  # the whole file, however long
             history.apply(chunk)
-        start, end = status.get("started_at"), status.get("ended_at") or time.time()
-        rows.append({"run": path.name, "state": status.get("state"), "runner": status.get("runner"),
+        start = status.get("started_at")
+        live = status.get("state") in ("pending", "running")
+        duration = history.duration(time.time() if live else None)  # as the monitor and the runs screen show it
+        if duration is None and start:
+            duration = (status.get("ended_at") or time.time()) - start
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)) if start else None
+        rows.append({"id": path.name, "run": path.name, "state": status.get("state"), "runner": status.get("runner"),
                      "step": history.step, "max_steps": history.max_steps, "best": history.best,
-                     "duration_s": round(end - start, 1) if start else None, "path": str(path),
+                     "duration_s": round(duration, 1) if duration is not None else None, "started": started, "path": str(path),
                      "orphaned": bool(status.get("orphaned")), "error": status.get("error"),
                      "note": status.get("note")})
+    return rows
+
+
+NARROW = ("id", "state", "step", "best", "duration")
+WIDE = ("id", "state", "runner", "step", "best", "duration", "started", "path")
+FOLDED = {"runner": 10, "best": 8, "started": 10, "path": 16}  # folded columns: their narrowest
+
+
+def _cells(r: dict[str, Any]) -> dict[str, str]:
+    best = r["best"]
+    return {"id": r["id"], "state": str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""),
+            "runner": str(r["runner"] or ""), "step": f"{r['step']}/{r['max_steps'] or '?'}",
+            "best": f"{str(best['metric']).removeprefix('eval_')}={best['value']:.4g}"
+            if best and best.get("value") is not None else "",
+            "duration": clock(r["duration_s"]) if r["duration_s"] is not None else "",
+            "started": (r["started"] or "")[:16].replace("T", " "), "path": r["path"]}
+
+
+def fit_widths(natural: dict[str, int], room: int) -> dict[str, int]:
+    """Column widths within ``room``: only the FOLDED columns give way, each down to its narrowest."""
+    widths = dict(natural)
+    while sum(widths.values()) > room:
+        shrinkable = [c for c in widths if c in FOLDED and widths[c] > min(natural[c], FOLDED[c])]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda c: widths[c])
+        widths[widest] -= 1
+    return widths
+
+
+def list_runs(runs_dir: Path, as_json: bool, wide: bool = False) -> int:
+    """The runs as a table whose ids are never cut (every other command takes one) or as JSON."""
+    import json
+
+    rows = run_rows(runs_dir)
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    columns = WIDE if wide else NARROW
+    cells = [_cells(r) for r in rows]
+    widths = fit_widths({c: max([len(c)] + [len(row[c]) for row in cells]) for c in columns},
+                        console.width - 3 * len(columns) - 1)
     table = Table(title=f"runs in {runs_dir}")
-    for col in ("run", "state", "runner", "step", "best", "duration"):
-        table.add_column(col)
-    for r in rows:
-        best = f"{r['best']['metric']}={r['best']['value']:.4g}" if r["best"] and r["best"].get("value") is not None else ""
-        table.add_row(r["run"], str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""), str(r["runner"]),
-                      f"{r['step']}/{r['max_steps'] or '?'}", best, f"{r['duration_s']:.0f}s" if r["duration_s"] else "")
-    Console().print(table)
+    for col in columns:  # ids, states, steps and durations whole; the longer texts fold into lines
+        table.add_column(col, width=widths[col], **({"overflow": "fold"} if col in FOLDED else {"no_wrap": True}))
+    for row in cells:
+        table.add_row(*(row[c] for c in columns))
+    # when even folded columns do not fit, the table is printed wider than the terminal (its lines wrap)
+    # rather than cutting an id: every other command takes one
+    needed = sum(widths.values()) + 3 * len(columns) + 1
+    if needed > console.width:
+        console = Console(width=needed)
+    console.print(table)
+    if not rows:
+        console.print(f"No runs in {runs_dir} yet: 'ftui demo' trains the bundled demo, 'ftui run SPEC' a spec.")
     return 0

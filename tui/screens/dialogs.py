@@ -1,20 +1,19 @@
-"""Small screens over the others: confirmation, the full log, and help.
+"""Small screens over the others: confirmation and help (the full log is in log_view.py).
 
 Help is generated from the BINDINGS of the screen below it and of the app, so it can never
 disagree with the footer.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import string
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Log, Static
+from textual.widgets import Button, Static
 
-LOG_SCREEN_BYTES = 1024 * 1024  # the log screen shows at most the last MiB
+from tui.widgets.footer import Footer
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -44,52 +43,6 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class LogScreen(Screen[None]):
-    """The run's stdout.log, following new lines while open."""
-
-    BINDINGS = [Binding("escape,q", "close", "Back"), Binding("f", "follow", "Follow")]
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self.read_offset = 0
-
-    def compose(self) -> ComposeResult:
-        yield Static(f"log · {self.path}", classes="screen-title")
-        yield Log(id="log", max_lines=20_000, auto_scroll=True)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self._read()
-        self.set_interval(1.0, self._read)
-
-    @work(thread=True, exclusive=True, group="log")
-    def _read(self) -> None:
-        try:
-            size = self.path.stat().st_size
-            with self.path.open("rb") as fh:
-                if self.read_offset == 0 and size > LOG_SCREEN_BYTES:
-                    self.read_offset = size - LOG_SCREEN_BYTES
-                fh.seek(self.read_offset)
-                data = fh.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n")
-        if end < 0:
-            return
-        self.read_offset += end + 1
-        text = data[: end + 1].decode("utf-8", "replace").replace("\r", "\n")
-        self.app.call_from_thread(self.query_one(Log).write, text)
-
-    def action_follow(self) -> None:
-        log = self.query_one(Log)
-        log.auto_scroll = True
-        log.scroll_end(animate=False)
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
 class HelpScreen(ModalScreen[None]):
     """Every key of the screen below and of the app, with what it does."""
 
@@ -101,7 +54,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         below = self.below
-        lines = [f"[b]{getattr(below, 'HELP_TITLE', type(below).__name__)}: keys[/b]"]
+        title = getattr(below, "HELP_TITLE", type(below).__name__.removesuffix("Screen"))  # a human name, never a class's
+        lines = [f"[b]{title}: keys[/b]"]
         for binding in getattr(below, "BINDINGS", []):
             lines.append(self._line(binding))
         lines.append("\n[b]Everywhere[/b]")
@@ -113,12 +67,18 @@ class HelpScreen(ModalScreen[None]):
                 yield Static("\n".join(lines), id="help-text")
             yield Footer()
 
-    @staticmethod
-    def _line(binding: BindingType) -> str:
+    def _line(self, binding: BindingType) -> str:
         if not isinstance(binding, Binding):
             binding = Binding(*binding)
-        keys = ", ".join(k.strip().replace("question_mark", "?") for k in binding.key.split(","))
-        return f"  [b]{keys:<14}[/b] {binding.tooltip or binding.description or binding.action}"
+        keys = ", ".join(self._key(k.strip()) for k in binding.key.split(","))
+        shown = keys.replace("[", "\\[")  # "[" as a key, not as markup
+        return f"  [b]{shown}[/b]{' ' * max(0, 14 - len(keys))} {binding.tooltip or binding.description or binding.action}"
+
+    def _key(self, name: str) -> str:
+        """A key as typed: "+" for plus, "[" for left_square_bracket; named keys (escape, ctrl+r) as named."""
+        shown = self.app.get_key_display(Binding(name, ""))
+        return shown if len(name) > 1 and len(shown) == 1 and shown in string.punctuation else name
 
     def action_close(self) -> None:
         self.dismiss(None)
+

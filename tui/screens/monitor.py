@@ -8,6 +8,7 @@ screen never touches the run.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -18,15 +19,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from runners import rundir
 from runners.watch.history import RunHistory
 from tui.messages import HistoryUpdated, TelemetrySampled
+from tui.screens.monitor_actions import MonitorActionsMixin
 from tui.widgets.alerts import AlertWatcher
 from tui.widgets.chart import ChartLine, LineChart
 from tui.widgets.eval_table import EvalTable
-from tui.widgets.panels import CheckpointList, LogTail, ProgressPanel, ResourcePanel
+from tui.widgets.footer import Footer
+from tui.widgets.panels import ENDED_STATES, CheckpointList, LogTail, ProgressPanel, ResourcePanel, run_state
 
 if TYPE_CHECKING:  # tui.app imports this module when it opens a monitor
     from runners.watch.sources import Source
@@ -59,13 +62,19 @@ def read_log_tail(path: Path | None, max_lines: int = LOG_TAIL_LINES) -> list[st
     return [ln for ln in lines if ln.strip()][-max_lines:]
 
 
+def title_text(source: Source) -> str:
+    """``ftui · <label>``, naming the kind of source unless the label already does (``pid 12 (ftui)``)."""
+    words = set(re.findall(r"[\w-]+", source.label))
+    return f"ftui · {source.label}" + ("" if source.kind in words | {"ftui"} else f" ({source.kind})")
+
+
 def source_run_dir(source: Source) -> Path | None:
     """The run dir of a source that has one (ftui runs, wandb runs): plan, spec and log live there."""
     run_dir = getattr(source, "run_dir", None)
     return Path(run_dir) if run_dir is not None else None
 
 
-class MonitorScreen(Screen[None]):
+class MonitorScreen(MonitorActionsMixin, Screen[None]):
     """Charts, progress, resources, evaluations, checkpoints and log of one source."""
 
     HELP_TITLE = "Monitor"
@@ -75,12 +84,27 @@ class MonitorScreen(Screen[None]):
         Binding("s", "stop", "Stop", tooltip="stop gracefully: save a checkpoint, then stop"),
         Binding("c", "checkpoint", "Ckpt", tooltip="save a checkpoint now and go on"),
         Binding("k", "kill", "Kill", tooltip="kill the run's processes (asks first; no checkpoint)"),
-        Binding("o", "open_log", "Log", tooltip="open the full log (stdout.log), following"),
+        Binding("o", "open_log", "Log", tooltip="open the full log (stdout.log), following; / searches it"),
+        Binding("v", "view_files", "Files", show=False, tooltip="the run's exact launch.sh and spec.yaml, read-only"),
         Binding("l", "log_scale", "Log-y", tooltip="log scale on the loss chart"),
         Binding("m", "smoothing", "Smooth", tooltip="smooth the train loss (moving average)"),
         Binding("e", "tab('evals')", "Evals", show=False, tooltip="show the evaluations table"),
         Binding("p", "tab('checkpoints')", "Checkpoints", show=False, tooltip="show the checkpoints"),
         Binding("t", "tab('log')", "Log tail", show=False, tooltip="show the log tail"),
+        Binding("y", "copy_checkpoint", "Copy path", show=False,
+                tooltip="Checkpoints tab: copy the highlighted checkpoint's path to the clipboard"),
+        Binding("r", "resume_checkpoint", "Resume", show=False,
+                tooltip="Checkpoints tab: a new run resuming from the highlighted checkpoint (opens the setup)"),
+        Binding("x", "export_checkpoint", "Export", show=False,
+                tooltip="Checkpoints tab: ftui export the highlighted checkpoint (asks; n copies the command)"),
+        Binding("plus,equals_sign", "zoom(0.5)", "Zoom in", show=False, tooltip="charts: zoom in on the steps"),
+        Binding("minus", "zoom(2)", "Zoom out", show=False, tooltip="charts: zoom out"),
+        Binding("left_square_bracket", "pan(-1)", "Pan left", show=False, tooltip="charts: earlier steps"),
+        Binding("right_square_bracket", "pan(1)", "Pan right", show=False, tooltip="charts: later steps"),
+        Binding("less_than_sign", "move_cursor(-1)", "Cursor left", show=False,
+                tooltip="charts: the cursor a step back, with train loss, eval loss and LR there"),
+        Binding("greater_than_sign", "move_cursor(1)", "Cursor right", show=False, tooltip="charts: cursor forward"),
+        Binding("0", "reset_view", "Whole run", show=False, tooltip="charts: the whole run, no cursor"),
         Binding("escape", "back", "Runs", tooltip="back to the runs list (the run goes on)"),
     ]
 
@@ -94,40 +118,44 @@ class MonitorScreen(Screen[None]):
         self.history = RunHistory(source=source.kind)
         self.history_lock = threading.Lock()  # not Widget.lock: that one is textual's own (async) lock
         self.watcher = AlertWatcher()
+        self.strategy: str | None = None  # the run's own spec's strategy (None: no spec, not read yet)
         self.estimate: dict[str, int] | None = None  # the plan's peak_allocated and device_used bytes
         self.planned: dict[str, Any] | None = None  # plan.json written at launch: planned step time, wall time, peak
         self.status: dict[str, Any] = {}
         self.sample: dict[str, Any] | None = None
         self.alerts: list[str] = []
         self.polls = 0
+        self.checkpoints_on_disk: dict[str, Path | None] | None = None  # recorded path -> its folder, or None: gone
+        self.window: tuple[int, int] | None = None  # the charts' step window (None: the whole run)
+        self.cursor: int | None = None  # the step the charts' cursor reads
         self._polling = False
+        self._shown_state = ""
         self._sampling = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="screen-title")
         yield ProgressPanel(id="progress")
         with Horizontal(id="charts"):
-            yield LineChart(id="loss", empty_text="waiting for the first loss...")
-            yield LineChart(id="lr", empty_text="no learning rate yet")
+            yield LineChart(id="loss", empty_text="waiting for the first loss...",
+                            title="loss [$primary]━ train[/] [$warning]━ eval[/]")
+            yield LineChart(id="lr", empty_text="no learning rate yet", title="learning rate")
         with Horizontal(id="lower"):
             yield ResourcePanel(id="resources")
             with TabbedContent(id="tabs", initial="evals"):
                 with TabPane("Evals", id="evals"):
                     yield EvalTable(id="eval-table")
                 with TabPane("Checkpoints", id="checkpoints"):
-                    with Vertical(classes="scroll"):
-                        yield CheckpointList(id="checkpoint-list")
+                    yield CheckpointList(id="checkpoint-list")
                 with TabPane("Log", id="log"):
-                    with Vertical(classes="scroll"):
+                    with Vertical(classes="scroll", id="log-scroll"):
                         yield LogTail(id="log-tail")
         yield Static(id="status-line")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#title", Static).update(f"ftui · {self.source.label} ({self.source.kind})")
-        self.query_one("#loss", LineChart).border_title = "loss [$primary]━ train[/] [$warning]━ eval[/]"
-        self.query_one("#lr", LineChart).border_title = "learning rate"
+        self.query_one("#title", Static).update(title_text(self.source))
         self.query_one("#status-line", Static).update("reading events...")
+        self.query_one("#log-scroll").anchor()  # the log tail shows its end (a traceback's last line), not its top
         self._start_poll()
         self._start_sample()
         self.set_interval(POLL_SECONDS, self._start_poll)
@@ -145,12 +173,18 @@ class MonitorScreen(Screen[None]):
             self._poll()
 
     def _plan_estimate(self, run_dir: Path) -> None:
-        """The plan of an ftui run's own spec, for memory against estimate (GPU strategies only)."""
+        """The run's strategy from its own spec (the hints say what this run does), and the plan of that spec
+        for memory against estimate (GPU strategies only)."""
         import json
 
         from runners import spec as specmod
         from runners.plan.planner import PLAN_FILE, make_plan
 
+        try:
+            spec: specmod.RunSpec | None = specmod.load(run_dir / rundir.SPEC_FILE)
+        except Exception:  # noqa: BLE001 - attached run dirs may have no spec, or one this version cannot read
+            spec = None
+        self.strategy = spec.hardware.strategy if spec is not None else None
         try:
             self.planned = json.loads((run_dir / PLAN_FILE).read_text())
         except (OSError, ValueError):
@@ -159,10 +193,9 @@ class MonitorScreen(Screen[None]):
             self.estimate = {"peak": self.planned["peak_allocated_bytes"], "device": self.planned["device_used_bytes"]}
             self.watcher.peak_estimate_bytes = self.planned["peak_allocated_bytes"]
             return
+        if spec is None or spec.hardware.strategy == "cpu":
+            return
         try:
-            spec = specmod.load(run_dir / rundir.SPEC_FILE)
-            if spec.hardware.strategy == "cpu":
-                return
             gpus = [g["memory_total"] for g in (self.app.telemetry().sample().get("gpus") or [])
                     if g.get("memory_total")]
             plan = make_plan(spec, gpu_memory_gib=min(gpus) / 2**30 if gpus else None).to_json()
@@ -191,8 +224,17 @@ class MonitorScreen(Screen[None]):
                 self.post_message(HistoryUpdated(total, None, None, alerts, final=False))
                 total, alerts, shown = 0, [], time.monotonic()
         status = self.source.status()
+        self._check_checkpoints()
         log = read_log_tail(self.run_dir / rundir.LOG_FILE) if self.run_dir else None
         self.post_message(HistoryUpdated(total, status, log, alerts))
+
+    def _check_checkpoints(self) -> None:
+        """Which recorded checkpoints are still on disk (save_total_limit deletes the oldest), off the UI thread."""
+        from runners.results import checkpoints
+
+        with self.history_lock:
+            recorded = [str(c["path"]) for c in self.history.checkpoints[-200:] if c.get("path")]
+        self.checkpoints_on_disk = checkpoints.on_disk(self.run_dir, recorded)
 
     def _start_sample(self) -> None:
         if not self._sampling:
@@ -222,7 +264,7 @@ class MonitorScreen(Screen[None]):
             del self.alerts[:-20]
             if not first:
                 self.app.bell()
-        if message.count or first:
+        if message.count or first or self.state != self._shown_state:
             self.redraw()
         else:
             self.query_one(ProgressPanel).show(self.history, self.status, self.app.clock(),
@@ -237,7 +279,7 @@ class MonitorScreen(Screen[None]):
         self.sample = message.sample
         with self.history_lock:
             self.query_one(ResourcePanel).show(self.sample, self.history, self.estimate,
-                                               compact=self.has_class("-narrow"))
+                                               compact=self.has_class("-narrow"), strategy=self.strategy)
 
     def redraw(self) -> None:
         """Everything from the history; series are downsampled to each chart's pixel width."""
@@ -245,20 +287,26 @@ class MonitorScreen(Screen[None]):
         with self.app.batch_update(), self.history_lock:
             h = self.history
             width = loss.plot_width()
+            window, readout = self.chart_view()
             lines = []
             if "loss" in h.series:
-                lines.append(ChartLine("train", h.series["loss"].downsample(width), "chart--line1"))
+                lines.append(ChartLine("train", h.series["loss"].downsample(width, window), "chart--line1"))
             if "eval_loss" in h.series:
-                lines.append(ChartLine("eval", h.series["eval_loss"].downsample(width), "chart--line2",
+                lines.append(ChartLine("eval", h.series["eval_loss"].downsample(width, window), "chart--line2",
                                        smoothable=False))
-            loss.set_lines(lines)
+            loss.set_lines(lines, window, self.cursor)
+            loss.border_subtitle = readout
             if "learning_rate" in h.series:
-                lr.set_lines([ChartLine("lr", h.series["learning_rate"].downsample(lr.plot_width()), "chart--line3",
-                                        smoothable=False)])
+                lr.set_lines([ChartLine("lr", h.series["learning_rate"].downsample(lr.plot_width(), window),
+                                        "chart--line3", smoothable=False)], window, self.cursor)
             self.query_one(ProgressPanel).show(h, self.status, self.app.clock(), self.planned)
             self.query_one(EvalTable).show(h)
-            self.query_one(CheckpointList).show(h)
-            self.query_one(ResourcePanel).show(self.sample, h, self.estimate, compact=self.has_class("-narrow"))
+            self.query_one(CheckpointList).show(h, self.checkpoints_on_disk)
+            self.query_one(ResourcePanel).show(self.sample, h, self.estimate, compact=self.has_class("-narrow"),
+                                               strategy=self.strategy)
+        if self.state != self._shown_state:  # ended: stop, checkpoint and kill leave the footer
+            self._shown_state = self.state
+            self.refresh_bindings()
 
     def _status_line(self) -> None:
         line = self.query_one("#status-line", Static)
@@ -274,73 +322,14 @@ class MonitorScreen(Screen[None]):
         elif warnings:
             line.update(warnings[-1])
         else:
+            ended = self.state in ENDED_STATES
             line.update(f"{self.history.records_seen} records · source {self.source.kind}"
-                        + ("" if self.source.can_control else " (read-only: stop/kill via ftui ps)"))
+                        + (f" · run {self.state}: nothing to stop" if ended else
+                           "" if self.source.can_control else " (read-only: stop/kill via ftui ps)"))
 
-    # -- actions ----------------------------------------------------------------------------------
+    # -- state (the actions are in monitor_actions.py) ---------------------------------------------
 
-    def _control_dir(self) -> Path | None:
-        """The run dir to send control requests to, or None (with a notice) for a read-only source."""
-        if self.run_dir is None or not self.source.can_control:
-            self.notify("This source is read-only: only runs launched by ftui take stop/checkpoint requests.",
-                        severity="warning")
-            return None
-        return self.run_dir
-
-    def action_stop(self) -> None:
-        run_dir = self._control_dir()
-        if run_dir is not None:
-            from runners.launch import control
-
-            self.notify(control.stop(run_dir))
-
-    def action_checkpoint(self) -> None:
-        run_dir = self._control_dir()
-        if run_dir is not None:
-            from runners.launch import control
-
-            self.notify(control.checkpoint(run_dir))
-
-    def action_kill(self) -> None:
-        run_dir = self._control_dir()
-        if run_dir is None:
-            return
-        from tui.screens.dialogs import ConfirmScreen
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._kill(run_dir)
-
-        self.app.push_screen(ConfirmScreen(f"Kill run {self.source.label} now, without a checkpoint?\n"
-                                           "(s stops gracefully after saving one.)"), answered)
-
-    @work(thread=True, group="control")
-    def _kill(self, run_dir: Path) -> None:
-        from runners.launch import control
-
-        result = control.kill(run_dir)
-        self.app.call_from_thread(self.notify, f"kill: {result}")
-
-    def action_open_log(self) -> None:
-        if self.run_dir is None:
-            self.notify("This source has no log file ftui knows of.", severity="warning")
-            return
-        from tui.screens.dialogs import LogScreen
-
-        self.app.push_screen(LogScreen(self.run_dir / rundir.LOG_FILE))
-
-    def action_log_scale(self) -> None:
-        chart = self.query_one("#loss", LineChart)
-        chart.log_scale = not chart.log_scale
-        self.notify(f"loss chart: {'log' if chart.log_scale else 'linear'} scale", timeout=2)
-
-    def action_smoothing(self) -> None:
-        chart = self.query_one("#loss", LineChart)
-        chart.smoothing = not chart.smoothing
-        self.notify(f"smoothing {'on' if chart.smoothing else 'off'}", timeout=2)
-
-    def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
-
-    def action_back(self) -> None:
-        self.app.action_show_runs()
+    @property
+    def state(self) -> str:
+        """The run's state as shown: the source's status, or the records' end (finished, stopped, crashed)."""
+        return run_state(self.history, self.status)

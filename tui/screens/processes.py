@@ -13,9 +13,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from runners.errors import UserError
+from tui.widgets.footer import Footer
 
 if TYPE_CHECKING:  # tui.app imports this module
     from tui.app import FtuiApp

@@ -1,5 +1,9 @@
 """The runs screen: every run in the runs dir, live or finished, with state, best metric and duration.
 
+``/`` filters (id, runner, state), ``s`` or a click on a header sorts; the keys on the selected run
+(spec, clone, resume, archive, delete) are in :mod:`tui.screens.run_actions`. A launch from here
+(demo, resume) shows a "starting" row at once, until the launcher answers.
+
 A worker thread rescans every two seconds. Each run's events file is read incrementally (a
 :class:`TailReader` per run keeps its byte offset), and only the few facts the table shows are
 kept, so a runs dir with long runs costs a full read once, then only the new bytes.
@@ -16,17 +20,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Input, Static
 
 from runners import events as ev
 from runners import rundir, runstate
+from runners.watch.history import run_duration
+from tui.format import clock
 from tui.messages import RunsScanned
-from tui.widgets.panels import fmt_duration
+from tui.screens.run_actions import RunActionsMixin
+from tui.widgets.footer import Footer
 
 SCAN_SECONDS = 2.0
 READ_CHUNK_BYTES = 4 * 2**20
 COLUMNS = ("run", "state", "runner", "step", "best", "duration", "started")
 NARROW_COLUMNS = ("run", "state", "step", "best", "duration")  # below 100 columns
+SORTS = ("run", "state", "runner", "step", "best", "duration", "started")  # the order `s` cycles through
+FILTERED = ("run", "runner", "state")  # what the filter matches
 
 
 @dataclass
@@ -39,6 +48,8 @@ class RunSummary:
     best: dict[str, Any] | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
     ended: str | None = None
+    started_at: float | None = None  # the start record's time, and the newest record's: the run's duration,
+    last_at: float | None = None  # measured as the monitor measures it (runners.watch.history.run_duration)
 
     def update(self) -> None:
         while records := self.reader.poll():  # small bites: a long run's file is read once, in 4 MiB steps
@@ -47,6 +58,10 @@ class RunSummary:
     def _fold(self, records: list[dict[str, Any]]) -> None:
         for r in records:
             kind = r.get("type")
+            if isinstance(r.get("t"), (int, float)):
+                self.last_at = r["t"] if self.last_at is None else max(self.last_at, r["t"])
+                if kind == ev.START and self.started_at is None:
+                    self.started_at = r["t"]
             if isinstance(r.get("step"), int):
                 self.step = max(self.step, r["step"])
             if kind == ev.START and r.get("total_steps"):
@@ -67,23 +82,37 @@ def best_text(summary: RunSummary) -> str:
     return f"eval_loss {loss:.4g}" if isinstance(loss, (int, float)) else ""
 
 
-class RunsScreen(Screen[None]):
+class RunsScreen(RunActionsMixin, Screen[None]):
     """The home screen of `ftui`: pick a run to monitor, or start a new one."""
 
     HELP_TITLE = "Runs"
+    AUTO_FOCUS = "#runs"  # the table, not the (hidden) filter field
     BINDINGS = [
-        Binding("enter", "open", "Open", show=False),
-        Binding("n", "new", "New run"),
-        Binding("d", "demo", "Demo"),
-        Binding("r", "rescan", "Refresh"),
-        Binding("p", "processes", "Processes"),
+        Binding("enter", "open", "Open", show=False, tooltip="monitor the selected run"),
+        Binding("n", "new", "New", tooltip="set up a new run"),
+        Binding("d", "demo", "Demo", tooltip="train the bundled demo (CPU, about a minute)"),
+        Binding("slash", "filter", "Filter", tooltip="filter the runs by id, runner or state"),
+        Binding("s", "sort", "Sort", tooltip="sort by the next column (again on the same: reverse); or click a header"),
+        Binding("v", "view_spec", "Spec", tooltip="the selected run's spec.yaml and launch.sh, read-only"),
+        Binding("c", "clone", "Clone", tooltip="a new run in setup, prefilled with the selected run's spec"),
+        Binding("u", "resume", "Resume", tooltip="continue the selected run from its last checkpoint, as a new run"),
+        Binding("a", "archive", "Archive", tooltip="move the selected run to <runs dir>/.archive/ (asks first)"),
+        Binding("x,delete", "delete", "Delete", tooltip="delete the selected run's dir (asks first)"),
+        Binding("p", "processes", "Procs", tooltip="training processes on this machine (attach any)"),
+        Binding("r", "rescan", "Refresh", show=False, tooltip="rescan the runs dir now"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="clear the filter"),
     ]
 
     def __init__(self, runs_dir: Path) -> None:
         super().__init__()
         self.runs_dir = runs_dir
         self.summaries: dict[Path, RunSummary] = {}
-        self.rows: list[dict[str, Any]] = []
+        self.scanned: list[dict[str, Any]] = []  # every run, newest first
+        self.rows: list[dict[str, Any]] = []  # what the table shows: starting, then filtered and sorted runs
+        self.starting: dict[str, Any] | None = None  # the placeholder row of a launch under way
+        self.filter_text = ""
+        self.sort_by: str | None = None  # None: newest first
+        self.sort_reverse = False
         self.columns: tuple[str, ...] = ()
         self._widths: list[int] = []
         self._scanning = False
@@ -94,6 +123,8 @@ class RunsScreen(Screen[None]):
         except ValueError:
             shown = self.runs_dir
         yield Static(f"ftui · runs in {shown}", classes="screen-title")
+        yield Input(placeholder="filter: id, runner or state (enter: keep, escape: clear)", id="runs-filter",
+                    compact=True)
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-hint")
         yield Footer()
@@ -125,65 +156,155 @@ class RunsScreen(Screen[None]):
                                                                           max_bytes_per_poll=READ_CHUNK_BYTES))
             summary.update()
             started = status.get("started_at") or status.get("created_at")
-            end = status.get("ended_at") or (now if status.get("state") in ("pending", "running") else None)
+            live = status.get("state") in ("pending", "running")
+            if summary.started_at is not None:  # the records' own clock, as the monitor shows it
+                duration = run_duration(summary.started_at, summary.last_at, now if live else None)
+            else:  # no start record yet (pending, or a crash before the first record): the supervisor's times
+                end = status.get("ended_at") or (now if live else None)
+                duration = end - started if started and end else None
+            best = summary.best.get("value") if summary.best else None
             rows.append({
                 "path": path, "run": path.name,
                 "state": (status.get("state") or "unknown") + (" (orphaned)" if status.get("orphaned") else ""),
                 "runner": status.get("runner") or "", "step": f"{summary.step}/{summary.max_steps or '?'}",
-                "best": best_text(summary), "duration": fmt_duration(end - started) if started and end else "-",
+                "best": best_text(summary), "duration": clock(duration),
                 "started": time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-",
+                "sort": {"step": summary.step, "best": best if isinstance(best, (int, float)) else float("-inf"),
+                         "duration": duration if duration is not None else -1.0, "started": started or 0.0},
             })
         self.post_message(RunsScanned(rows))
+
+    # -- the table ---------------------------------------------------------------------------------
+
+    def shown_rows(self) -> list[dict[str, Any]]:
+        """The runs the filter lets through, in the chosen order; a launch under way first."""
+        terms = self.filter_text.lower().split()
+        rows = [r for r in self.scanned if all(any(t in str(r[c]).lower() for c in FILTERED) for t in terms)]
+        if self.sort_by is not None:
+            key = self.sort_by
+            rows.sort(key=lambda r: r["sort"].get(key, str(r[key]).lower()), reverse=self.sort_reverse)
+        return ([self.starting] if self.starting else []) + rows
+
+    def _label(self, column: str) -> str:
+        return column + ((" ▼" if self.sort_reverse else " ▲") if column == self.sort_by else "")
 
     def on_resize(self) -> None:
         columns = NARROW_COLUMNS if self.size.width < 100 else COLUMNS
         if columns != self.columns:
             self.columns = columns
-            self._fill(self.rows, rebuild=True)
+            self._fill(rebuild=True)
 
-    def _fill(self, rows: list[dict[str, Any]], rebuild: bool = False) -> None:
+    def _fill(self, rebuild: bool = False) -> None:
         """Rows into the table: rebuilt when runs come or go or a column must widen, else updated in place."""
+        if not self.columns:
+            self.columns = NARROW_COLUMNS if self.size.width < 100 else COLUMNS
+        rows = self.shown_rows()
         table = self.query_one("#runs", DataTable)
-        widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in self.columns]
-        if rebuild or widths != self._widths or [r["run"] for r in rows] != [r["run"] for r in self.rows]:
+        widths = [max([len(self._label(c))] + [len(str(r[c])) for r in rows]) for c in self.columns]
+        ids = [r["run"] for r in rows]
+        if rebuild or widths != self._widths or ids != [r["run"] for r in self.rows]:
             keep = table.cursor_row
+            selected = self.rows[keep]["run"] if 0 <= keep < len(self.rows) else None
             table.clear(columns=True)
             for column, width in zip(self.columns, widths):
-                table.add_column(column, width=width)
+                table.add_column(self._label(column), width=width, key=column)
             for r in rows:
                 table.add_row(*(r[c] for c in self.columns), key=r["run"])
-            table.move_cursor(row=min(keep, max(0, len(rows) - 1)), animate=False)
+            # the cursor stays on its run when rows are sorted, filtered or added
+            row = ids.index(selected) if selected in ids else min(keep, max(0, len(rows) - 1))
+            table.move_cursor(row=row, animate=False)
             self._widths = widths
         else:
             for i, r in enumerate(rows):
                 for col, key in enumerate(self.columns):
                     table.update_cell_at(Coordinate(i, col), r[key])
         self.rows = rows
+        self._hint()
+
+    def _hint(self) -> None:
+        hint = self.query_one("#runs-hint", Static)
+        count = len(self.rows) - (1 if self.starting else 0)
+        if not self.scanned and not self.starting:
+            hint.update(f"No runs in {self.runs_dir} yet.  n: set up a run   d: train the bundled demo (CPU, ~1 min)")
+        elif self.filter_text and not count:
+            hint.update(f"No run matches '{self.filter_text}' ({len(self.scanned)} in all) · escape: clear the filter")
+        elif self.filter_text:
+            hint.update(f"{count} of {len(self.scanned)} run(s) match '{self.filter_text}' · escape: all · enter: monitor")
+        else:
+            hint.update(f"{count} run(s) · enter: monitor · f1: every key · quitting never stops a run")
 
     @on(RunsScanned)
     def _scanned(self, message: RunsScanned) -> None:
         self._scanning = False
-        if not self.columns:
-            self.columns = NARROW_COLUMNS if self.size.width < 100 else COLUMNS
-            self._fill(message.rows, rebuild=True)
-        else:
-            self._fill(message.rows)
-        hint = self.query_one("#runs-hint", Static)
-        if not self.rows:
-            hint.update(f"No runs in {self.runs_dir} yet.  n: set up a run   d: train the bundled demo (CPU, ~1 min)")
-        else:
-            hint.update(f"{len(self.rows)} run(s) · enter: monitor · quitting never stops a run")
+        self.scanned = message.rows
+        self._fill(rebuild=not self.columns)
 
     @on(DataTable.RowSelected, "#runs")
     def _selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
 
-    def action_open(self) -> None:
+    @on(DataTable.HeaderSelected, "#runs")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        self.sort(str(event.column_key.value))
+
+    def sort(self, column: str) -> None:
+        """Sort by ``column``; the same column again reverses the order."""
+        if column == self.sort_by:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_by, self.sort_reverse = column, column in ("step", "best", "duration", "started")
+        self._fill(rebuild=True)
+
+    def action_sort(self) -> None:
+        order = [c for c in SORTS if c in self.columns] or list(SORTS)
+        following = order[(order.index(self.sort_by) + 1) % len(order)] if self.sort_by in order else order[0]
+        self.sort(following)
+        direction = "descending" if self.sort_reverse else "ascending"
+        self.notify(f"sorted by {following}, {direction} (s: next column, click a header: that one)", timeout=3)
+
+    # -- the filter --------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        field = self.query_one("#runs-filter", Input)
+        field.display = True
+        field.focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._fill()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        field = self.query_one("#runs-filter", Input)
+        field.display = bool(self.filter_text)
+        self.query_one("#runs", DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#runs-filter", Input)
+        field.value = ""
+        field.display = False
+        self.filter_text = ""
+        self.query_one("#runs", DataTable).focus()
+        self._fill()
+
+    # -- the selected run --------------------------------------------------------------------------
+
+    def chosen(self) -> dict[str, Any] | None:
         table = self.query_one("#runs", DataTable)
         if not self.rows or table.cursor_row >= len(self.rows):
             self.notify("No run selected.", severity="warning")
-            return
-        self.app.open_run_dir(self.rows[table.cursor_row]["path"])  # type: ignore[attr-defined]
+            return None
+        row = self.rows[table.cursor_row]
+        if row["path"] is None:
+            self.notify(f"{row['run']}: the launcher has not answered yet.", severity="warning")
+            return None
+        return row
+
+    def action_open(self) -> None:
+        row = self.chosen()
+        if row is not None:
+            self.app.open_run_dir(row["path"])  # type: ignore[attr-defined]
 
     def action_processes(self) -> None:
         from tui.screens.processes import ProcessesScreen
@@ -194,5 +315,22 @@ class RunsScreen(Screen[None]):
         self.app.action_new_run()  # type: ignore[attr-defined]
 
     def action_demo(self) -> None:
-        self.notify("launching the demo...")
-        self.app.launch(["demo"])  # type: ignore[attr-defined]
+        self.start_launch(["demo"], "the demo run")
+
+    def start_launch(self, args: list[str], label: str) -> None:
+        """`ftui ARGS` through the app, with feedback at once: the launcher checks model, data and cadence
+        first (seconds, with transformers imported), and only then makes the run dir."""
+        if self.starting is not None:
+            self.notify(f"{self.starting['label']} is still starting: one launch at a time.", severity="warning")
+            return
+        self.notify(f"starting {label}: checking the model, data and cadence first", timeout=8)
+        self.starting = {"path": None, "run": label, "label": label, "state": "starting", "runner": "",
+                         "step": "-", "best": "", "duration": "-", "started": "now", "sort": {}}
+        self._fill(rebuild=True)
+        self.query_one("#runs", DataTable).move_cursor(row=0, animate=False)
+        self.app.launch(args, on_done=self._launch_done)  # type: ignore[attr-defined]
+
+    def _launch_done(self, ok: bool) -> None:
+        self.starting = None
+        self._fill()
+        self.action_rescan()

@@ -19,14 +19,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Footer, Input, Label, OptionList, Select, Static
+from textual.widgets import Input, Label, OptionList, Select, Static
 
 from runners import spec as specmod
 from runners.errors import UserError
 from tui.messages import PlanReady
+from tui.screens import setup_advanced
 from tui.screens import setup_fields as sf
+from tui.screens.setup_model import ModelInput, ModelMatches
 from tui.screens.setup_plan import PlanPaneMixin
 from tui.widgets.data_preview import preview
+from tui.widgets.footer import Footer
 from tui.widgets.plan_view import PlanView
 from tui.widgets.sft_preview import SftPreview
 
@@ -38,7 +41,10 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
     HELP_TITLE = "Setup and plan"
     BINDINGS = [
         Binding("ctrl+r", "launch", "Launch", priority=True),
-        Binding("ctrl+t", "apply_lever", "Apply lever", priority=True),
+        Binding("ctrl+t", "apply_lever", "Apply lever", priority=True,
+                tooltip="apply the highlighted lever (shows the lever list first when it is out of sight)"),
+        Binding("ctrl+z", "undo_lever", "Undo lever", priority=True, show=False,  # the lever list and notices say it
+                tooltip="the form as it was before the last lever"),
         Binding("ctrl+f", "pick_file", "Pick data", priority=True),
         Binding("ctrl+o", "open_spec", "Open spec", priority=True),
         Binding("ctrl+s", "save_spec", "Save spec", priority=True),
@@ -47,8 +53,10 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
         Binding("escape", "back", "Runs"),
     ]
 
-    def __init__(self, spec: specmod.RunSpec, spec_path: str = "", base: Path | None = None) -> None:
+    def __init__(self, spec: specmod.RunSpec, spec_path: str = "", base: Path | None = None,
+                 new_run: bool = False) -> None:
         super().__init__()
+        self.new_run = new_run  # the defaults of a new run (the strategy follows the GPUs seen), not a spec file
         self.base = base or Path.cwd()
         self.data: dict[str, Any] = spec.to_dict()
         self.initial_model, self.initial_init = spec.model.name_or_path, spec.model.init
@@ -57,6 +65,7 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
         self._filling = False
         self._launching = False
         self.shown: set[str] = set()  # panes filled by workers (tests wait for them)
+        self.clean_state: list[object] = []  # the fields as last filled from a spec file (escape asks when changed)
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -70,8 +79,11 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             with VerticalScroll(id="form"):
                 yield self._row("spec file", Input(self.spec_path, placeholder="path/to/spec.yaml (ctrl+o open, ctrl+s save)",
                                                    id="spec_path", compact=True))
-                yield self._row("model", Input(placeholder="hub id, local dir or bundled name", id="model", compact=True,
-                                               suggester=SuggestFromList([v for _, v in choices], case_sensitive=False)))
+                yield self._row(sf.NAME_FIELD.label, Input(id="name", compact=True))
+                yield self._row("model", ModelInput(placeholder="hub id, local dir or bundled name (any part: down "
+                                                    "picks a match)", id="model", compact=True, suggester=SuggestFromList(
+                                                        [v for _, v in choices], case_sensitive=False)))
+                yield ModelMatches(choices, id="model_matches")
                 yield self._row("  known", Select(choices, prompt="pick a model", id="model_pick", compact=True))
                 yield self._row("dataset", Input(placeholder="CSV/JSONL/parquet path (ctrl+f) or hub id", id="dataset",
                                                  compact=True))
@@ -88,6 +100,7 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
                                                     compact=True))
                 yield self._row("grad checkpointing", Select([("off", False), ("on", True)], allow_blank=False,
                                                              id="gradient_checkpointing", compact=True))
+                yield setup_advanced.section(self._row)
                 sft = Vertical(*self._sft_rows(), SftPreview(id="sft_preview"), id="sft_options")
                 sft.styles.height = "auto"  # last in the form: shown for the sft runner only
                 yield sft
@@ -100,16 +113,16 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
         yield Footer()
 
     def _sft_rows(self) -> list[Static | Horizontal]:
-        """The sft runner's options (shown only for it): loss on the answers only, packing, LoRA rank."""
+        """The sft runner's options (shown only for it): loss on the answers only, packing (LoRA: advanced)."""
         return [Static("sft: instruction tuning (trl)", classes="pane-label"),
                 self._row("  loss on", Select([("every token", False), ("answers only", True)],
                                               allow_blank=False, id="sft_answers_only", compact=True)),
                 self._row("  packing", Select([("off", False), ("on", True)], allow_blank=False, id="sft_packing",
-                                              compact=True)),
-                self._row("  LoRA r", Input(placeholder="empty: full fine-tuning", id="lora_r", compact=True))]
+                                              compact=True))]
 
     def on_mount(self) -> None:
         self.fill()
+        self.clean_state = self.form_state()
         self.query_one("#model", Input).focus()
         self._gpus()
 
@@ -128,6 +141,7 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
         d = self.data
         self._filling = True
         try:
+            self.query_one("#name", Input).value = sf.field_text(d, sf.NAME_FIELD)
             self.query_one("#model", Input).value = sf.display_path(d["model"]["name_or_path"], self.base)
             self.query_one("#dataset", Input).value = sf.display_path(d["dataset"]["train"], self.base)
             self.query_one("#task", Select).value = d["task"]
@@ -137,10 +151,10 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
                 self.query_one(f"#{f.id}", Input).value = sf.field_text(d, f)
             self.query_one("#precision", Select).value = sf.precision(d)
             self.query_one("#gradient_checkpointing", Select).value = bool(d["training"].get("gradient_checkpointing"))
-            answers_only, packing, lora_r = sf.sft_values(d)
+            answers_only, packing = sf.sft_values(d)
             self.query_one("#sft_answers_only", Select).value = answers_only
             self.query_one("#sft_packing", Select).value = packing
-            self.query_one("#lora_r", Input).value = lora_r
+            setup_advanced.fill(self, d)
         finally:
             self._filling = False
         self._preview()
@@ -170,10 +184,12 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             if isinstance(value, str):
                 (d if len(target) == 1 else d[target[0]])[target[-1]] = value
         try:
-            for f in sf.TEXT_FIELDS:
+            for f in (sf.NAME_FIELD, *sf.TEXT_FIELDS):
                 sf.set_field(d, f, self.query_one(f"#{f.id}", Input).value)
         except UserError as exc:
             self.form_error = str(exc)
+        advanced_error = setup_advanced.read(self, d)  # read even when a field above did not parse
+        self.form_error = self.form_error or advanced_error
         sf.set_precision(d, str(self.query_one("#precision", Select).value))
         if self.query_one("#gradient_checkpointing", Select).value is True:
             d["training"]["gradient_checkpointing"] = True
@@ -181,8 +197,7 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             d["training"].pop("gradient_checkpointing", None)
         try:
             sf.set_sft(d, self.query_one("#sft_answers_only", Select).value is True,
-                       self.query_one("#sft_packing", Select).value is True, self.query_one("#lora_r", Input).value,
-                       self.base)
+                       self.query_one("#sft_packing", Select).value is True, self.base)
         except UserError as exc:
             self.form_error = self.form_error or str(exc)
         task = self.query_one("#task", Select)
@@ -198,6 +213,8 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             if isinstance(event.value, str):
                 self.query_one("#model", Input).value = event.value
             return
+        if event.control.id == "model":
+            self.query_one(ModelMatches).show_for(self.query_one("#model", Input).value)
         self.read_form()
         if event.control.id == "dataset":
             self._preview()
@@ -216,7 +233,7 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             lora = self.data["model"].get("lora") or {}
             self.query_one(SftPreview).show_plan(message.plan if self.data["runner"] == "sft" else None, lora.get("r"))
 
-    # -- data preview and GPUs ------------------------------------------------------------------------
+    # -- data preview ------------------------------------------------------------------------
 
     def _preview(self) -> None:
         self._read_preview(self.query_one("#dataset", Input).value.strip())
@@ -256,37 +273,21 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
         self.query_one(selector, Static).update(content)
         self.shown.add(selector)
 
-    @work(thread=True, group="gpus")
-    def _gpus(self) -> None:
-        sample = self.app.telemetry().sample()  # type: ignore[attr-defined]
-        gpus = sample.get("gpus") or []
-        if gpus:
-            text = "GPUs: " + "  ".join(
-                f"{g['index']}:{str(g.get('name') or '')[:14]} "
-                f"{((g.get('memory_total') or 0) - (g.get('memory_used') or 0)) / 2**30:.0f}/"
-                f"{(g.get('memory_total') or 0) / 2**30:.0f} GiB free" for g in gpus)
-        else:
-            text = "GPUs: none seen (no GPU): strategy cpu trains on the CPU"
-        self.app.call_from_thread(self._show, "#gpus", text)
-
     # -- actions --------------------------------------------------------------------------------------
+
+    @on(OptionList.OptionSelected, "#model_matches")
+    def _model_matched(self, event: OptionList.OptionSelected) -> None:
+        self.query_one("#model", Input).value = str(event.option.id)
+        self.query_one(ModelMatches).display = False
+        self.query_one("#model", Input).focus()
+
+    def on_descendant_focus(self) -> None:
+        if self.focused is not None and self.focused.id not in ("model", "model_matches"):
+            self.query_one(ModelMatches).display = False  # the matches belong to the model field being typed in
 
     @on(OptionList.OptionSelected, "#levers")
     def _lever_selected(self, event: OptionList.OptionSelected) -> None:
-        self._apply(event.option_index)
-
-    def action_apply_lever(self) -> None:
-        self._apply(self.query_one("#levers", OptionList).highlighted or 0)
-
-    def _apply(self, index: int) -> None:
-        levers = (self.plan or {}).get("levers") or []
-        if not 0 <= index < len(levers):
-            self.notify("No lever to apply: the plan has none for this setup.", severity="warning")
-            return
-        lever = levers[index]
-        self.data = sf.apply_lever(self.data, lever["change"])
-        self.fill()
-        self.notify(f"applied: {lever['name']}", timeout=3)
+        self.apply_lever(event.option_index)
 
     def action_pick_file(self) -> None:
         from tui.screens.file_pick import FilePickScreen
@@ -314,7 +315,9 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             self.notify(str(exc), severity="error", timeout=10)
             return
         self.data, self.spec_path = spec.to_dict(), str(self.query_one("#spec_path", Input).value.strip())
+        self.undo.clear()  # the levers applied to the spec before belong to it
         self.fill()
+        self.clean_state = self.form_state()
         self.notify(f"opened {path}")
 
     def action_save_spec(self) -> None:
@@ -334,6 +337,7 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
             self.notify(str(exc), severity="error", timeout=10)
             return
         self.spec_path = str(path)
+        self.clean_state = self.form_state()
         self.notify(f"saved {path}")
 
     def action_launch(self) -> None:
@@ -355,5 +359,21 @@ class SetupScreen(PlanPaneMixin, Screen[None]):
     def _launched(self, ok: bool) -> None:
         self._launching = False
 
+    def form_state(self) -> list[object]:
+        """Every field's value: the form is changed when this differs from what it was when filled from a spec."""
+        fields: list[Input | Select[Any]] = [*self.query("#form Input").results(Input),
+                                             *self.query("#form Select").results(Select)]
+        return [w.value for w in fields if w.id != "spec_path"]
+
     def action_back(self) -> None:
-        self.app.action_show_runs()  # type: ignore[attr-defined]
+        from tui.screens.dialogs import ConfirmScreen
+
+        def answered(discard: bool | None) -> None:
+            if discard:
+                self.app.action_show_runs()  # type: ignore[attr-defined]
+
+        if self.form_state() == self.clean_state:
+            answered(True)
+            return
+        self.app.push_screen(ConfirmScreen("Discard the changes to this setup? (ctrl+s saves them to the spec file "
+                                           "first)"), answered)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runners import paths
 from runners import spec as specmod
 from runners.errors import UserError
 from runners.plan import models
@@ -28,7 +29,7 @@ class Field:
 
     id: str
     label: str
-    section: str  # "training", "dataset", "hardware"
+    section: str  # "training", "dataset", "hardware", "cadence"; "" for a top-level key
     key: str
     parse: Callable[[str], Any]
 
@@ -41,6 +42,16 @@ def _float(text: str) -> float:
     return float(text.strip())
 
 
+def _number(text: str) -> int | float:
+    """A whole number stays whole (warmup_steps 10 is steps; 0.1 would be a ratio)."""
+    value = float(text.strip())
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
 TEXT_FIELDS = (
     Field("num_processes", "processes", "hardware", "num_processes", _int),
     Field("learning_rate", "learning rate", "training", "learning_rate", _float),
@@ -49,12 +60,25 @@ TEXT_FIELDS = (
     Field("gradient_accumulation_steps", "grad accum", "training", "gradient_accumulation_steps", _int),
     Field("max_seq_length", "max seq length", "dataset", "max_seq_length", _int),
 )
+# the advanced section: every other setting the plan reads (tui/screens/setup_advanced.py shows them)
+ADVANCED_FIELDS = (
+    Field("per_device_eval_batch_size", "eval batch/device", "training", "per_device_eval_batch_size", _int),
+    Field("warmup_steps", "warmup steps", "training", "warmup_steps", _number),
+    Field("warmup_ratio", "warmup ratio", "training", "warmup_ratio", _float),
+    Field("metric_for_best_model", "best model metric", "cadence", "metric_for_best_model", _text),
+)
+NAME_FIELD = Field("name", "run name", "", "name", _text)
 DEFAULTS = {"learning_rate": 5e-5, "num_train_epochs": 3.0, "per_device_train_batch_size": 8,
-            "gradient_accumulation_steps": 1}
+            "gradient_accumulation_steps": 1, "per_device_eval_batch_size": 8}
+NULLABLE = ("metric_for_best_model",)  # empty text: unset (None); other non-training fields keep their value
+
+
+def _section(data: dict[str, Any], f: Field) -> dict[str, Any]:
+    return data[f.section] if f.section else data
 
 
 def field_text(data: dict[str, Any], f: Field) -> str:
-    value = data[f.section].get(f.key, DEFAULTS.get(f.key))
+    value = _section(data, f).get(f.key, DEFAULTS.get(f.key))
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -63,9 +87,11 @@ def set_field(data: dict[str, Any], f: Field, text: str) -> None:
     if not text.strip():
         if f.section == "training":
             data["training"].pop(f.key, None)  # unset: the Trainer's default applies
+        elif f.key in NULLABLE:
+            _section(data, f)[f.key] = None
         return
     try:
-        data[f.section][f.key] = f.parse(text)
+        _section(data, f)[f.key] = f.parse(text)
     except ValueError:
         kind = "a whole number" if f.parse is _int else "a number"
         raise UserError(f"{f.label}: '{text}' is not {kind}. Type {kind}, e.g. "
@@ -104,11 +130,111 @@ def apply_lever(data: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sft_values(data: dict[str, Any]) -> tuple[bool, bool, str]:
-    """The sft options of the form: (loss on the answers only, packing, LoRA rank text)."""
-    ds, lora = data["dataset"], data["model"].get("lora") or {}
+def sft_values(data: dict[str, Any]) -> tuple[bool, bool]:
+    """The sft options of the form: (loss on the answers only, packing)."""
+    ds = data["dataset"]
     answers_only = bool(ds.get("assistant_only_loss") or ds.get("completion_only_loss"))
-    return answers_only, bool(ds.get("packing")), str(lora["r"]) if lora.get("r") else ""
+    return answers_only, bool(ds.get("packing"))
+
+
+QUANT = (("full precision", "none"), ("4-bit NF4 (QLoRA)", "4bit"), ("8-bit (LLM.int8)", "8bit"))
+DEFAULT_OPTIM = "default"
+
+
+def quant(data: dict[str, Any]) -> str:
+    m = data["model"]
+    return "4bit" if m.get("load_in_4bit") else "8bit" if m.get("load_in_8bit") else "none"
+
+
+def set_quant(data: dict[str, Any], value: str) -> None:
+    data["model"]["load_in_4bit"], data["model"]["load_in_8bit"] = value == "4bit", value == "8bit"
+
+
+def optim_choices(data: dict[str, Any]) -> list[tuple[str, str]]:
+    names = list(specmod.OPTIMIZERS) + [o for o in [data["training"].get("optim")] if o and o not in specmod.OPTIMIZERS]
+    return [("default (the runner's AdamW)", DEFAULT_OPTIM)] + [(o, o) for o in names]
+
+
+def optim(data: dict[str, Any]) -> str:
+    return str(data["training"].get("optim") or DEFAULT_OPTIM)
+
+
+def set_optim(data: dict[str, Any], value: str) -> None:
+    if value == DEFAULT_OPTIM:
+        data["training"].pop("optim", None)
+    else:
+        data["training"]["optim"] = value
+
+
+def lora_values(data: dict[str, Any]) -> tuple[str, str]:
+    """(rank text, target modules text) of the form's LoRA fields; empty rank: full fine-tuning."""
+    lora = data["model"].get("lora") or {}
+    return (str(lora["r"]) if lora.get("r") else ""), ", ".join(lora.get("target_modules") or [])
+
+
+def set_lora(data: dict[str, Any], r_text: str, targets_text: str) -> None:
+    text = r_text.strip()
+    if not text:
+        data["model"]["lora"] = None
+        return
+    try:
+        r = int(text)
+    except ValueError:
+        raise UserError(f"LoRA r: '{text}' is not a whole number. Type the adapter rank (e.g. 16), or leave it empty "
+                        "for full fine-tuning.") from None
+    targets = targets_text.replace(",", " ").split()
+    data["model"]["lora"] = {**(data["model"].get("lora") or {}), "r": r, "target_modules": targets or None}
+
+
+def gpus_text(data: dict[str, Any]) -> str:
+    return ",".join(str(g) for g in data["hardware"].get("gpus") or [])
+
+
+def set_gpus(data: dict[str, Any], text: str) -> None:
+    try:
+        data["hardware"]["gpus"] = [int(g) for g in text.replace(",", " ").split()] or None
+    except ValueError:
+        raise UserError(f"GPUs: '{text}' is not a list of GPU indices. Type indices such as 0,1 (as nvidia-smi numbers "
+                        "them), or leave it empty for every GPU.") from None
+
+
+# a lever's change as the form shows it: which fields it touches, the label, the field's text
+_LEVER_VIEWS: tuple[tuple[tuple[str, ...], str, Callable[[dict[str, Any]], str]], ...] = (
+    (("per_device_train_batch_size",), "batch / device", lambda d: field_text(d, TEXT_FIELDS[3])),
+    (("gradient_accumulation_steps",), "grad accum", lambda d: field_text(d, TEXT_FIELDS[4])),
+    (("per_device_eval_batch_size",), "eval batch/device", lambda d: field_text(d, ADVANCED_FIELDS[0])),
+    (("gradient_checkpointing",), "grad checkpointing",
+     lambda d: "on" if d["training"].get("gradient_checkpointing") else "off"),
+    (("bf16", "fp16"), "precision", precision),
+    (("torch_dtype",), "weights dtype", lambda d: str(d["model"]["torch_dtype"])),
+    (("attn_implementation",), "attention", lambda d: str(d["model"]["attn_implementation"])),
+    (("optim",), "optimizer", optim),
+    (("load_in_4bit", "load_in_8bit"), "base weights", lambda d: dict((v, k) for k, v in QUANT)[quant(d)]),
+    (("lora_r",), "LoRA r", lambda d: lora_values(d)[0] or "off"),
+    (("lora_target_modules",), "LoRA targets", lambda d: lora_values(d)[1] or "default"),
+    (("strategy",), "strategy", lambda d: str(d["hardware"]["strategy"])),
+)
+ADVANCED_LEVER_KEYS = {"per_device_eval_batch_size", "torch_dtype", "attn_implementation", "optim", "load_in_4bit",
+                       "load_in_8bit", "lora_r", "lora_target_modules"}  # levers whose fields the advanced section holds
+
+
+def lever_changes(data: dict[str, Any], change: dict[str, Any]) -> list[str]:
+    """A lever as the form changes it, one 'field before → after' per field (e.g. 'batch / device 16 → 4')."""
+    after = apply_lever(data, change)
+    out = []
+    for keys, label, show in _LEVER_VIEWS:
+        if set(keys) & change.keys() and show(data) != show(after):
+            out.append(f"{label} {show(data)} → {show(after)}")
+    return out
+
+
+def new_spec() -> specmod.RunSpec:
+    """A new run: every section at its defaults, nothing carried over from another spec (the demo's eval batch 64
+    and its accuracy metric once reached an 8B model's plan unseen); the bundled demo model and data are filled in
+    so the first plan shows, and typing another model trains that one from its weights."""
+    demo = paths.ASSETS / "demo"
+    return specmod.from_dict({"model": {"name_or_path": str(demo / "model"), "init": "random"},
+                              "dataset": {"train": str(demo / "reviews.csv")}}, source="new run")
 
 
 def data_format(data: dict[str, Any], base: Path) -> str | None:
@@ -127,9 +253,9 @@ def data_format(data: dict[str, Any], base: Path) -> str | None:
         return None
 
 
-def set_sft(data: dict[str, Any], answers_only: bool, packing: bool, lora_text: str, base: Path) -> None:
-    """The sft options into the spec dict: for the sft runner, its task, packing, the loss flag that fits the data's
-    format (assistant turns of conversations, completions of pairs) and LoRA; for other runners, the sft dataset
+def set_sft(data: dict[str, Any], answers_only: bool, packing: bool, base: Path) -> None:
+    """The sft options into the spec dict: for the sft runner, its task, packing and the loss flag that fits the
+    data's format (assistant turns of conversations, completions of pairs); for other runners, the sft dataset
     keys back to their defaults (they would be refused there)."""
     ds = data["dataset"]
     if data["runner"] != "sft":
@@ -142,16 +268,6 @@ def set_sft(data: dict[str, Any], answers_only: bool, packing: bool, lora_text: 
     fmt = data_format(data, base)
     ds["assistant_only_loss"] = answers_only and fmt in ("messages", None)
     ds["completion_only_loss"] = answers_only and fmt == "prompt-completion"
-    text = lora_text.strip()
-    if not text:
-        data["model"]["lora"] = None
-        return
-    try:
-        r = int(text)
-    except ValueError:
-        raise UserError(f"LoRA r: '{text}' is not a whole number. Type the adapter rank (e.g. 16), or leave it empty "
-                        "for full fine-tuning.") from None
-    data["model"]["lora"] = {**(data["model"].get("lora") or {}), "r": r}
 
 
 def absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -204,3 +320,14 @@ def launch_command(spec: specmod.RunSpec) -> list[str]:
 
 def command_text(spec_path: str, command: list[str]) -> str:
     return f"ftui run {spec_path or '<spec.yaml>'}\n  → {shlex.join(command)}"
+
+
+def match_models(choices: list[tuple[str, str]], text: str, limit: int = 8) -> list[tuple[str, str]]:
+    """The known models whose id contains ``text``, case-insensitive ('Llama-3' finds meta-llama/Llama-3.1-8B);
+    ids whose name after the org starts with it first."""
+    typed = text.strip().lower()
+    if not typed:
+        return []
+    hits = [(label, value) for label, value in choices if typed in value.lower()]
+    hits.sort(key=lambda c: (not c[1].lower().rsplit("/", 1)[-1].startswith(typed), c[1].lower()))
+    return hits[:limit]

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.content import Content
-from textual.widgets import OptionList, Static
+from textual.widgets import OptionList, Select, Static
 
 from runners import spec as specmod
 from runners.errors import UserError
 from tui.messages import PlanReady
+from tui.screens import setup_advanced
 from tui.screens import setup_fields as sf
 from tui.widgets.plan_view import PlanView, lever_label, probe_content
 
@@ -46,6 +47,12 @@ class PlanPaneMixin(_ScreenBase):
     spec_path: str
     form_error: str | None
     shown: set[str]
+    new_run: bool
+    clean_state: list[object]
+
+    def form_state(self) -> list[object]:
+        """Every field's value (the screen's)."""
+        raise NotImplementedError
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,9 +64,14 @@ class PlanPaneMixin(_ScreenBase):
         self.probe: dict[str, Any] | None = None  # the last probe's result
         self.probe_steps = PROBE_STEPS
         self.probe_timeout = PROBE_TIMEOUT
+        self.undo: list[tuple[dict[str, Any], str]] = []  # (the spec dict before a lever, what the lever changed)
 
     def read_form(self) -> None:
         """Widgets -> ``self.data`` (and ``form_error``): the screen's form."""
+        raise NotImplementedError
+
+    def fill(self) -> None:
+        """``self.data`` -> widgets: the screen's form."""
         raise NotImplementedError
 
     # -- plan ---------------------------------------------------------------------------------------
@@ -120,15 +132,74 @@ class PlanPaneMixin(_ScreenBase):
         levers = self.query_one("#levers", OptionList)
         levers.clear_options()
         for i, lever in enumerate((message.plan or {}).get("levers") or []):
-            levers.add_option(lever_label(i, lever))
+            levers.add_option(lever_label(i, lever, sf.lever_changes(self.data, lever["change"])))
         if levers.option_count:
             levers.highlighted = 0
         levers.display = bool(levers.option_count)
         self.query_one("#levers-label", Static).update(
-            "levers, best first (enter or ctrl+t applies)" if levers.option_count else
-            "levers: none needed" if (message.plan or {}).get("fits") else "levers: none")
+            "levers, best first: the form change each makes (enter or ctrl+t applies, ctrl+z undoes)"
+            if levers.option_count else "levers: none (no plan to change)" if not message.plan
+            else "levers: none needed" if message.plan.get("fits")
+            else "levers: none left for this run (the advice above says what to do)")
         command = self.query_one("#command", Static)
         command.update(sf.command_text(self.spec_path, message.command) if message.command else "")
+
+    # -- GPUs ---------------------------------------------------------------------------------------
+
+    @work(thread=True, group="gpus")
+    def _gpus(self) -> None:
+        sample = self.app.telemetry().sample()  # type: ignore[attr-defined]
+        gpus = sample.get("gpus") or []
+        if gpus:
+            text = "GPUs: " + "  ".join(
+                f"{g['index']}:{str(g.get('name') or '')[:14]} "
+                f"{((g.get('memory_total') or 0) - (g.get('memory_used') or 0)) / 2**30:.0f}/"
+                f"{(g.get('memory_total') or 0) / 2**30:.0f} GiB free" for g in gpus)
+        else:
+            text = "GPUs: none on this machine: only the cpu strategy trains here (a GPU plan is for another machine)"
+        self.app.call_from_thread(self._gpus_seen, text, bool(gpus))
+
+    def _gpus_seen(self, text: str, seen: bool) -> None:
+        self.query_one("#gpus", Static).update(text)
+        self.shown.add("#gpus")
+        strategy = self.query_one("#strategy", Select)
+        if seen and self.new_run and strategy.value == "cpu" and self.form_state() == self.clean_state:
+            strategy.value = "single"  # a new run on a machine with a GPU plans and trains on one
+            self.clean_state = self.form_state()
+
+    # -- levers ------------------------------------------------------------------------------------
+
+    def action_apply_lever(self) -> None:
+        """Apply the highlighted lever, but only one the user can see: when the list is out of sight (a small
+        terminal), the first press scrolls it into view and focuses it, and the next applies."""
+        levers = self.query_one("#levers", OptionList)
+        if levers.display and not levers.has_focus and not self.query_one("#plan-pane").can_view_entire(levers):
+            self.query_one("#plan-pane").scroll_to_widget(levers, animate=False)
+            levers.focus()
+            self.notify("Levers shown below the plan: ctrl+t or enter applies the highlighted one.", timeout=4)
+            return
+        self.apply_lever(levers.highlighted or 0)
+
+    def apply_lever(self, index: int) -> None:
+        levers = (self.plan or {}).get("levers") or []
+        if not 0 <= index < len(levers):
+            self.notify("No lever to apply: the plan has none for this setup.", severity="warning")
+            return
+        change = levers[index]["change"]
+        text = ", ".join(sf.lever_changes(self.data, change)) or levers[index]["name"]
+        self.undo.append((self.data, text))
+        self.data = sf.apply_lever(self.data, change)
+        self.fill()
+        setup_advanced.open_for(self, change)
+        self.notify(f"applied: {text} (ctrl+z undoes)", timeout=5)
+
+    def action_undo_lever(self) -> None:
+        if not self.undo:
+            self.notify("No lever to undo.", severity="warning")
+            return
+        self.data, text = self.undo.pop()
+        self.fill()
+        self.notify(f"undone: {text}", timeout=5)
 
     # -- probe ----------------------------------------------------------------------------------------
 

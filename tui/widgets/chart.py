@@ -88,18 +88,39 @@ class LineChart(Widget):
     log_scale: reactive[bool] = reactive(False)
     smoothing: reactive[bool] = reactive(False)
 
-    def __init__(self, empty_text: str = "waiting for data", **kwargs: object) -> None:
+    def __init__(self, empty_text: str = "waiting for data", title: str = "", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.lines: list[ChartLine] = []
         self.empty_text = empty_text
+        self.title = title  # the border title; the chart adds its state (log-y, smoothed, zoom window)
+        self.window: tuple[int, int] | None = None  # the step window shown, None: the whole run
+        self.cursor: int | None = None  # the step the cursor marks, None: no cursor
+        self.axis_width = AXIS_WIDTH  # widens when the y labels do (the last frame's width)
 
-    def set_lines(self, lines: list[ChartLine]) -> None:
-        self.lines = lines
+    def on_mount(self) -> None:
+        self._retitle()
+
+    def set_lines(self, lines: list[ChartLine], window: tuple[int, int] | None = None,
+                  cursor: int | None = None) -> None:
+        self.lines, self.window, self.cursor = lines, window, cursor
+        self._retitle()
         self.refresh()
+
+    def watch_log_scale(self) -> None:
+        self._retitle()
+
+    def watch_smoothing(self) -> None:
+        self._retitle()
+
+    def _retitle(self) -> None:
+        state = [word for word, on in (("log-y", self.log_scale), ("smoothed", self.smoothing)) if on]
+        if self.window is not None:
+            state.append(f"steps {fmt_step(self.window[0])}-{fmt_step(self.window[1])}")
+        self.border_title = self.title + (f" [$accent]· {' · '.join(state)}[/]" if state else "")
 
     def plot_width(self) -> int:
         """Pixel columns available: callers downsample series to this before handing them over."""
-        return max(1, (self.size.width - AXIS_WIDTH) * 2)
+        return max(1, (self.size.width - self.axis_width) * 2)
 
     def _transform(self, value: float) -> float | None:
         if not math.isfinite(value):
@@ -108,6 +129,19 @@ class LineChart(Widget):
             return math.log10(value) if value > 0 else None
         return value
 
+    def y_range(self, lines: list[ChartLine]) -> tuple[float, float] | None:
+        """The y axis: the values' span padded by 4%, never below zero when no value is (loss, LR)."""
+        values = [v for ln in lines for b in ln.buckets for v in (self._transform(b.lo), self._transform(b.hi))
+                  if v is not None]
+        if not values:
+            return None
+        y_lo, y_hi = min(values), max(values)
+        if y_hi - y_lo < 1e-12:
+            y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+        pad = (y_hi - y_lo) * 0.04
+        floor = 0.0 if not self.log_scale and min(values) >= 0 else -math.inf
+        return max(floor, y_lo - pad), y_hi + pad
+
     def render(self) -> Text:
         width, height = self.size.width, self.size.height
         lines = [ln for ln in self.lines if ln.buckets]
@@ -115,24 +149,26 @@ class LineChart(Widget):
             return Text(self.empty_text, style=self.get_component_rich_style("chart--empty"))
         if self.smoothing:
             lines = [ChartLine(ln.name, smooth(ln.buckets), ln.component) if ln.smoothable else ln for ln in lines]
-        rows, cols = height - 1, width - AXIS_WIDTH
-        px, py = cols * 2, rows * 4
-        x_lo = min(ln.buckets[0].step_lo for ln in lines)
-        x_hi = max(ln.buckets[-1].step_hi for ln in lines)
-        values = [v for ln in lines for b in ln.buckets for v in (self._transform(b.lo), self._transform(b.hi))
-                  if v is not None]
-        if not values:
+        y_range = self.y_range(lines)
+        if y_range is None:
             return Text("no plottable values" + (" (log scale needs positive values)" if self.log_scale else ""),
                         style=self.get_component_rich_style("chart--empty"))
-        y_lo, y_hi = min(values), max(values)
-        if y_hi - y_lo < 1e-12:
-            y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
-        pad = (y_hi - y_lo) * 0.04
-        y_lo, y_hi = y_lo - pad, y_hi + pad
+        y_lo, y_hi = y_range
+        rows = height - 1
+
+        def label(frac: float) -> str:
+            v = y_hi - (y_hi - y_lo) * frac
+            return fmt_value(10 ** v if self.log_scale else v)
+
+        y_labels = {0: label(0.0), rows // 2: label(0.5), rows - 1: label(1.0)} if rows > 2 else {0: label(0.0)}
+        self.axis_width = min(width - 3, max(AXIS_WIDTH, 1 + max(len(text) for text in y_labels.values())))
+        cols = width - self.axis_width
+        px, py = cols * 2, rows * 4
+        x_lo, x_hi = self.window or (min(ln.buckets[0].step_lo for ln in lines), max(ln.buckets[-1].step_hi for ln in lines))
         x_span = max(1, x_hi - x_lo)
 
         def to_x(step: float) -> int:
-            return min(px - 1, int((step - x_lo) / x_span * (px - 1) + 0.5))
+            return min(px - 1, max(0, int((step - x_lo) / x_span * (px - 1) + 0.5)))
 
         def to_y(value: float) -> int | None:
             v = self._transform(value)
@@ -149,7 +185,8 @@ class LineChart(Widget):
 
         for index, line in enumerate(lines):
             self._draw(line, index, to_x, to_y, dot)
-        return self._text(grid, lines, rows, cols, y_lo, y_hi, x_lo, x_hi)
+        cursor = to_x(self.cursor) // 2 if self.cursor is not None and x_lo <= self.cursor <= x_hi else None
+        return self._text(grid, lines, y_labels, cols, cursor, x_lo, x_hi)
 
     def _draw(self, line: ChartLine, index: int, to_x: Callable[[float], int], to_y: Callable[[float], int | None],
               dot: Callable[[int, int, int], None]) -> None:
@@ -173,25 +210,20 @@ class LineChart(Widget):
                 dot(x, y, index)
             prev = (x, y_last)
 
-    def _text(self, grid: dict[tuple[int, int], list[int]], lines: list[ChartLine], rows: int, cols: int,
-                 y_lo: float, y_hi: float, x_lo: int, x_hi: int) -> Text:
+    def _text(self, grid: dict[tuple[int, int], list[int]], lines: list[ChartLine], y_labels: dict[int, str],
+              cols: int, cursor: int | None, x_lo: int, x_hi: int) -> Text:
         axis = self.get_component_rich_style("chart--axis")
         styles: list[Style] = [self.get_component_rich_style(ln.component) for ln in lines]
-
-        def label(frac: float) -> str:
-            v = y_hi - (y_hi - y_lo) * frac
-            return fmt_value(10 ** v if self.log_scale else v)
-
-        y_labels = {0: label(0.0), rows // 2: label(0.5), rows - 1: label(1.0)} if rows > 2 else {0: label(0.0)}
+        label_width = self.axis_width - 1
         out = Text(no_wrap=True, overflow="crop")
-        for r in range(rows):
-            out.append(f"{y_labels.get(r, ''):>{AXIS_WIDTH - 1}}┤" if r in y_labels else " " * (AXIS_WIDTH - 1) + "│",
-                       style=axis)
+        for r in range(self.size.height - 1):
+            out.append(f"{y_labels[r]:>{label_width}}┤" if r in y_labels else " " * label_width + "│", style=axis)
             run_style: Style | None = None
             run: list[str] = []
             for c in range(cols):
                 cell = grid.get((r, c))
-                ch, style = (chr(0x2800 + cell[0]), styles[cell[1]]) if cell else (" ", None)
+                style: Style | None = styles[cell[1]] if cell else axis if c == cursor else None
+                ch = chr(0x2800 + cell[0]) if cell else "┊" if c == cursor else " "
                 if style is not run_style and run:
                     out.append("".join(run), style=run_style)
                     run = []
@@ -202,5 +234,5 @@ class LineChart(Widget):
             out.append("\n")
         left, right = fmt_step(x_lo), fmt_step(x_hi)
         gap = max(1, cols - len(left) - len(right))
-        out.append(" " * (AXIS_WIDTH - 1) + "└" + left + " " * gap + right, style=axis)
+        out.append(" " * label_width + "└" + (left + " " * gap + right)[:cols], style=axis)
         return out

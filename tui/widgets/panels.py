@@ -6,28 +6,35 @@ sample, a status dict) in one call: cheap, deterministic (no clock read here: th
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from textual.content import Content
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 
 from runners.watch.history import RunHistory
+from tui.format import clock
 
 GIB = 2**30
 STATE_STYLES = {"running": "bold $success", "finished": "bold $primary", "stopped": "bold $warning",
                 "crashed": "bold $error", "killed": "bold $error", "pending": "$text-muted", "unknown": "$text-muted"}
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+ENDED_STATES = ("finished", "stopped", "crashed", "killed")
+
+
+def run_state(history: RunHistory, status: dict[str, Any]) -> str:
+    """The state to show: the source's status, unless the records already tell the run ended."""
+    state = str(status.get("state") or history.state)
+    if history.state in ("finished", "stopped", "crashed") and state in ("running", "unknown"):
+        return history.state
+    return state
+
+
+def run_elapsed(history: RunHistory, status: dict[str, Any], now: float) -> float | None:
+    """The monitor's one duration of a run (elapsed, step time, ETA agree): runners.watch.history.run_duration,
+    to ``now`` while the run is live, to its last record once it has ended."""
+    return history.duration(None if run_state(history, status) in ENDED_STATES else now)
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -62,9 +69,8 @@ def state_part(state: str) -> Part:
 
 def actual_step_s(history: RunHistory) -> float | None:
     """Seconds per optimizer step so far (evaluations and saves included, as the run's wall time)."""
-    if not (history.started_at and history.last_event_at and history.step > 0):
-        return None
-    return (history.last_event_at - history.started_at) / history.step
+    duration = history.duration()  # start record to last record: the measure elapsed shows
+    return duration / history.step if duration and history.step > 0 else None
 
 
 def plan_vs_actual(history: RunHistory, planned: dict[str, Any], eta: float | None) -> Part:
@@ -80,9 +86,9 @@ def plan_vs_actual(history: RunHistory, planned: dict[str, Any], eta: float | No
     total = history.max_steps or planned.get("total_steps")
     if total:
         plan_left = max(0, total - history.step) * plan_step
-        line += f"  ETA {fmt_duration(eta) if eta is not None else '-'} vs plan {fmt_duration(plan_left)}"
+        line += f"  ETA {clock(eta) if eta is not None else '-'} vs plan {clock(plan_left)}"
     if planned.get("wall_s"):
-        line += f"  planned run {fmt_duration(planned['wall_s'])}"
+        line += f"  planned run {clock(planned['wall_s'])}"
     return (line, "$warning" if off else "$text-muted")
 
 
@@ -92,9 +98,7 @@ class ProgressPanel(Static):
     def show(self, history: RunHistory, status: dict[str, Any], now: float,
              planned: dict[str, Any] | None = None) -> None:
         """``planned``: the run's plan.json (written at launch), for step time and ETA against the plan."""
-        state = status.get("state") or history.state
-        if history.state in ("finished", "stopped", "crashed") and state in ("running", "unknown"):
-            state = history.state
+        state = run_state(history, status)
         step, total = history.step, history.max_steps
         epochs = history.meta.get("num_epochs")
         head = f"  step {step}/{total or '?'}"
@@ -107,13 +111,11 @@ class ProgressPanel(Static):
             parts.append((bar(fraction, min(room, 40)), "$accent"))
         if total:
             parts.append(f" {fraction:4.0%}")
-        started = history.started_at or status.get("started_at")
-        ended = history.ended_at or status.get("ended_at")
-        elapsed = ((ended or now) - started) if started else None
+        elapsed = run_elapsed(history, status, now)
         eta = history.eta_seconds() if state in ("running", "pending") else None
         rates = (f"\n{fmt_rate(history.latest.get('samples_per_second'))} samples/s  "
                  f"{fmt_rate(history.latest.get('tokens_per_second'))} tok/s  "
-                 f"elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(eta) if eta is not None else '-'}")
+                 f"elapsed {clock(elapsed)}  ETA {clock(eta) if eta is not None else '-'}")
         loss = history.latest.get("loss")
         if loss is not None:
             rates += f"  loss {loss:.4g}"
@@ -133,9 +135,9 @@ class ResourcePanel(Static):
     """Per-GPU memory against the plan's estimate, utilisation, temperature, power; CPU and RAM."""
 
     def show(self, sample: dict[str, Any] | None, history: RunHistory, estimate: dict[str, int] | None,
-             compact: bool) -> None:
+             compact: bool, strategy: str | None = None) -> None:
         """``estimate``: the plan's ``peak`` (allocated, against the ranks' peaks) and ``device`` (used,
-        against what NVML reports) bytes, when the run has a plan."""
+        against what NVML reports) bytes, when the run has a plan; ``strategy``: the run's own spec's."""
         if sample is None:
             self.update(Content.styled("telemetry: sampling...", "$text-muted"))
             return
@@ -146,6 +148,8 @@ class ResourcePanel(Static):
             reason = sample.get("gpu_error")
             if reason and not compact:
                 parts.append((f" ({reason})", "$text-muted"))
+            if strategy and strategy != "cpu":  # this run's strategy, never a default's
+                parts.append((f" · run strategy {strategy} needs GPUs", "$warning"))
             parts.append("\n")
         for gpu in gpus:
             parts.extend(self._gpu_line(gpu, (estimate or {}).get("device"), compact))
@@ -189,26 +193,55 @@ class ResourcePanel(Static):
         return parts
 
 
-class CheckpointList(Static):
-    """Saved checkpoints, newest last, the best one marked, rotated-away ones marked removed."""
+class CheckpointList(OptionList):
+    """The checkpoints on disk, newest last, the best one marked; then one line naming those that are gone
+    (rotated away by save_total_limit, or deleted). Each option's id is the checkpoint's recorded path."""
 
-    def show(self, history: RunHistory) -> None:
-        if not history.checkpoints:
-            self.update(Content.styled("no checkpoint yet", "$text-muted"))
-            return
-        parts: list[Part] = []
+    DEFAULT_CSS = "CheckpointList, CheckpointList:focus { height: 1fr; border: none; padding: 0; }"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._shown: tuple[Any, ...] | None = None
+
+    def show(self, history: RunHistory, on_disk: dict[str, Any] | None = None) -> None:
+        """``on_disk``: recorded path -> its folder now, or None when it is gone (None: not checked)."""
+        gone = [c for c in history.checkpoints if c.get("removed")
+                or (on_disk is not None and on_disk.get(str(c.get("path"))) is None)]
+        gone_ids = {id(c) for c in gone}
+        here = [c for c in history.checkpoints[-50:] if id(c) not in gone_ids]
         best_path = (history.best or {}).get("checkpoint")
-        for c in history.checkpoints[-50:]:
+        key = (tuple((c.get("path"), c.get("value")) for c in here), tuple(c.get("path") for c in gone), best_path)
+        if key == self._shown:
+            return
+        self._shown = key
+        highlighted = self.highlighted
+        self.clear_options()
+        if not history.checkpoints:
+            self.add_option(Option(Content.styled("no checkpoint yet", "$text-muted"), disabled=True))
+            return
+        for c in here:
             best = c.get("path") == best_path
             value = c.get("value")
             metric = f"  {c.get('metric')}={value:.4g}" if isinstance(value, (int, float)) else ""
             name = str(c.get("path") or "").rstrip("/").rsplit("/", 1)[-1]
-            if c.get("removed"):  # rotated away by save_total_limit: listed, but no longer on disk
-                parts.append((f"  step {c.get('step')}  {name}{metric}  (removed)\n", "strike $text-muted"))
-                continue
-            parts.append((f"{'★' if best else ' '} step {c.get('step')}  {name}{metric}\n",
-                          "bold $success" if best else ""))
-        self.update(Content.assemble(*parts))
+            self.add_option(Option(Content.styled(f"{'★' if best else ' '} step {c.get('step')}  {name}{metric}",
+                                                  "bold $success" if best else ""), id=str(c.get("path"))))
+        if not here:
+            self.add_option(Option(Content.styled("no checkpoint left on disk", "$text-muted"), disabled=True))
+        if gone:
+            steps = ", ".join(f"{c.get('step')}{' ★best' if c.get('path') == best_path else ''}" for c in gone[-12:])
+            self.add_option(Option(Content.styled(f"deleted from disk ({len(gone)}): "
+                                                  f"step {steps}{' ...' if len(gone) > 12 else ''}",
+                                                  "$text-muted"), disabled=True))
+        if here:
+            self.add_option(Option(Content.styled("y copy path · r resume from it · x export", "$text-muted"),
+                                   disabled=True))
+            self.highlighted = min(highlighted, len(here) - 1) if highlighted is not None else len(here) - 1
+
+    def selected_path(self) -> str | None:
+        """The recorded path of the highlighted checkpoint, or None."""
+        index = self.highlighted
+        return self.get_option_at_index(index).id if index is not None else None
 
 
 class LogTail(Static):

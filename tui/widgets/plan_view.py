@@ -8,6 +8,7 @@ from typing import Any
 from textual.content import Content
 from textual.widgets import Static
 
+from tui.format import span as duration
 from tui.widgets.panels import Part
 
 GIB = 2**30
@@ -56,8 +57,9 @@ def memory_parts(plan: dict[str, Any], width: int) -> list[Part]:
         else:
             parts.append((char, style))
     unit = "host RAM" if plan.get("device") == "cpu" else "per GPU"
-    parts.append(f"\n{size(plan.get('device_used_bytes', 0))} of {size(capacity)} {unit} "
-                 f"({plan.get('gpu_memory_source', '')})\n")
+    source = str(plan.get("gpu_memory_source") or "")
+    where = f" ({source})" if source and source not in unit else ""  # "host RAM (host RAM)" said it twice
+    parts.append(f"\n{size(plan.get('device_used_bytes', 0))} of {size(capacity)} {unit}{where}\n")
     for i, (name, nbytes) in enumerate(comps.items()):
         parts.append((COMPONENT_CHARS[i % 8], COMPONENT_STYLES[i % 8]))
         parts.append(f" {name} {size(nbytes)}  ")
@@ -68,7 +70,10 @@ def plan_content(plan: dict[str, Any], width: int) -> Content:
     """The whole preview as styled text for a pane ``width`` cells wide."""
     fits = plan.get("fits")
     parts: list[Part] = [("FITS" if fits else "DOES NOT FIT", "bold $success" if fits else "bold $error"),
-                         f"  peak at {plan.get('phase')}  · {plan.get('strategy')} × {plan.get('num_gpus')}\n"]
+                         f"  peak at {plan.get('phase')}  · {plan.get('strategy')} × {plan.get('num_gpus')}"]
+    if plan.get("levers") and not fits:  # on a small terminal the list is below the fold: say it is there
+        parts.append((f"  · {len(plan['levers'])} levers below (ctrl+t)", "bold"))
+    parts.append("\n")
     parts.extend(memory_parts(plan, max(10, width - 2)))
     model = plan.get("model") or {}
     parts.append(f"\nmodel {model.get('family')} {human_count(int(model.get('params') or 0))} params "
@@ -88,14 +93,6 @@ def plan_content(plan: dict[str, Any], width: int) -> Content:
     for line in plan.get("warnings") or []:
         parts.append((f"\n⚠ {line}", "$warning"))
     return Content.assemble(*parts)
-
-
-def duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.2g} s"
 
 
 def time_parts(plan: dict[str, Any]) -> list[Part]:
@@ -130,9 +127,11 @@ def probe_content(plan: dict[str, Any]) -> Content:
     return Content.assemble(*parts)
 
 
-def lever_label(index: int, lever: dict[str, Any]) -> str:
+def lever_label(index: int, lever: dict[str, Any], changes: list[str] | None = None) -> str:
+    """One lever: the form change it makes (``changes``, e.g. 'batch / device 16 → 4'; else its name), what it
+    saves and what the run would then use."""
     fits = " fits" if lever.get("fits") else ""
-    return (f"{index + 1}. {lever['name']}: -{size(lever.get('saves_bytes', 0))} → "
+    return (f"{index + 1}. {', '.join(changes or [lever['name']])}: -{size(lever.get('saves_bytes', 0))} → "
             f"{size(lever.get('device_used_bytes', 0))}{fits}")
 
 
