@@ -123,6 +123,19 @@ def run_duration(started_at: float | None, last_at: float | None, now: float | N
     return end - started_at
 
 
+def listed_duration(started_at: float | None, last_at: float | None, status: dict[str, Any],
+                    now: float) -> float | None:
+    """The duration a list of runs shows (the runs screen, `ftui runs`): :func:`run_duration` from the records,
+    to ``now`` while the reconciled ``status`` says the run is live; before any start record (pending, or a
+    crash before the first record), the supervisor's own started/ended times."""
+    live = status.get("state") in ("pending", "running")
+    if started_at is not None:
+        return run_duration(started_at, last_at, now if live else None)
+    start = status.get("started_at") or status.get("created_at")
+    end = status.get("ended_at") or (now if live else None)
+    return end - start if start and end else None
+
+
 @dataclass
 class RunHistory:
     """The state of one run as far as the records seen so far tell."""

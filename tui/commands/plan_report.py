@@ -10,7 +10,7 @@ from rich.text import Text
 
 from runners.plan.memory import GIB
 from runners.plan.planner import Plan
-from tui.format import span as _dur
+from tui.format import span
 
 
 def _gib(value: float) -> str:
@@ -40,9 +40,9 @@ def time_table(data: dict) -> Table | Text:
         if item:
             table.add_row(name, fmt(item["value"]), f"{fmt(item['low'])} – {fmt(item['high'])}")
 
-    row("step time", t["step_s"], _dur)
+    row("step time", t["step_s"], span)
     row("tokens/s (all GPUs)", t["tokens_per_s"], lambda v: f"{v:,.0f}")
-    row(f"wall time ({t['total_steps']} steps)", t["wall_s"], _dur)
+    row(f"wall time ({t['total_steps']} steps)", t["wall_s"], span)
     row(f"GPU-hours (× {t['num_gpus']})", t.get("gpu_hours"), lambda v: f"{v:,.2f}")
     row(f"cost at {t['gpu_hour_price']}/GPU-hour" if t.get("gpu_hour_price") is not None else "cost", t.get("cost"),
         lambda v: f"{v:,.2f}")

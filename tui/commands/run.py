@@ -18,7 +18,7 @@ from runners import spec as specmod
 from runners.errors import UserError
 from runners.events import EVENTS_FILE, TailReader, iter_chunks
 from runners.launch import control
-from runners.watch.history import RunHistory
+from runners.watch.history import RunHistory, listed_duration
 from tui.format import clock
 
 ASSETS = paths.ASSETS
@@ -192,10 +192,7 @@ def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
         for chunk in iter_chunks(path / EVENTS_FILE):  # the whole file, however long
             history.apply(chunk)
         start = status.get("started_at")
-        live = status.get("state") in ("pending", "running")
-        duration = history.duration(time.time() if live else None)  # as the monitor and the runs screen show it
-        if duration is None and start:
-            duration = (status.get("ended_at") or time.time()) - start
+        duration = listed_duration(history.started_at, history.last_event_at, status, time.time())  # as the runs screen
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)) if start else None
         rows.append({"id": path.name, "run": path.name, "state": status.get("state"), "runner": status.get("runner"),
                      "step": history.step, "max_steps": history.max_steps, "best": history.best,

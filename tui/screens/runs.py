@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Input, Static
 
 from runners import events as ev
 from runners import rundir, runstate
-from runners.watch.history import run_duration
+from runners.watch.history import listed_duration
 from tui.format import clock
 from tui.messages import RunsScanned
 from tui.screens.run_actions import RunActionsMixin
@@ -156,12 +156,7 @@ class RunsScreen(RunActionsMixin, Screen[None]):
                                                                           max_bytes_per_poll=READ_CHUNK_BYTES))
             summary.update()
             started = status.get("started_at") or status.get("created_at")
-            live = status.get("state") in ("pending", "running")
-            if summary.started_at is not None:  # the records' own clock, as the monitor shows it
-                duration = run_duration(summary.started_at, summary.last_at, now if live else None)
-            else:  # no start record yet (pending, or a crash before the first record): the supervisor's times
-                end = status.get("ended_at") or (now if live else None)
-                duration = end - started if started and end else None
+            duration = listed_duration(summary.started_at, summary.last_at, status, now)
             best = summary.best.get("value") if summary.best else None
             rows.append({
                 "path": path, "run": path.name,

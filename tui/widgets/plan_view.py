@@ -8,7 +8,7 @@ from typing import Any
 from textual.content import Content
 from textual.widgets import Static
 
-from tui.format import span as duration
+from tui.format import span
 from tui.widgets.panels import Part
 
 GIB = 2**30
@@ -102,7 +102,7 @@ def time_parts(plan: dict[str, Any]) -> list[Part]:
         return [(f"\ntime: {plan.get('time_note') or 'not estimated'}", "$text-muted")] if plan.get("time_note") else []
     step, wall = t["step_s"], t["wall_s"]
     band = round(100 * (step["high"] / step["value"] - 1))
-    line = (f"\ntime: {duration(step['value'])}/step ±{band}% · {t['total_steps']} steps ≈ {duration(wall['value'])}"
+    line = (f"\ntime: {span(step['value'])}/step ±{band}% · {t['total_steps']} steps ≈ {span(wall['value'])}"
             f" · {t['tokens_per_s']['value']:,.0f} tok/s")
     if t.get("gpu_hours"):
         line += f" · {t['gpu_hours']['value']:.2f} GPU-h"
