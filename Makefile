@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-cluster lint bench clean
 
 venv: $(STAMP)
 
@@ -31,7 +31,16 @@ demo: $(STAMP)
 # TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --ignore=tests/cluster $(PYTEST_ARGS)
+
+# The Slurm path against a real Slurm on this machine (needs root: apt, munged, the daemons): scripts/slurm_localhost.sh
+# starts slurmctld, slurmdbd and two slurmd node names on 127.0.0.1, tests/cluster/ submits, watches, stops and
+# kills jobs there, and the daemons are stopped again whatever the tests said (KEEP_SLURM=1 leaves them up).
+SLURM_DIR ?= /tmp/ftui-slurm
+test-cluster: $(STAMP)
+	FTUI_SLURM_DIR=$(SLURM_DIR) scripts/slurm_localhost.sh start
+	SLURM_CONF=$(SLURM_DIR)/slurm.conf $(BIN)/python -m pytest -q -p no:cacheprovider tests/cluster $(PYTEST_ARGS); \
+	code=$$?; [ -n "$(KEEP_SLURM)" ] || FTUI_SLURM_DIR=$(SLURM_DIR) scripts/slurm_localhost.sh stop; exit $$code
 
 lint: $(STAMP)
 	$(BIN)/ruff check runners tui tests bench

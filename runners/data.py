@@ -130,9 +130,10 @@ def roles_for(frame: Any, spec: RunSpec, source: str) -> dict[str, str]:
     return detect_columns(frame, spec.dataset, spec.task, source)
 
 
-def _clean(frame: Any, spec: RunSpec, source: str) -> Any:
+def apply_rules(frame: Any, spec: RunSpec, source: str) -> Any:
     """The preflight's policy applied at run time: rows with an empty role column dropped when
-    dataset.drop_empty is set, and text columns as str (pandas types a chunk of digits as numbers)."""
+    dataset.drop_empty is set, and text columns as str (pandas types a chunk of digits as numbers).
+    ``ftui eval`` reads a held-out file with the same."""
     roles = roles_for(frame, spec, source)
     if getattr(spec.dataset, "drop_empty", False):
         frame = drop_empty_rows(frame, roles)
@@ -145,9 +146,9 @@ def _clean(frame: Any, spec: RunSpec, source: str) -> Any:
 def load_splits(spec: RunSpec) -> tuple[Any, Any]:
     """(train, eval) DataFrames: the eval file, or a seeded split of the train file; caps applied."""
     ds = spec.dataset
-    train = _clean(load_table(ds.train, ds.hub_config), spec, ds.train)
+    train = apply_rules(load_table(ds.train, ds.hub_config), spec, ds.train)
     if ds.eval:
-        evaluation = _clean(load_table(ds.eval, ds.hub_config), spec, ds.eval)
+        evaluation = apply_rules(load_table(ds.eval, ds.hub_config), spec, ds.eval)
     else:
         shuffled = train.sample(frac=1.0, random_state=ds.seed).reset_index(drop=True)
         n_eval = max(1, int(len(shuffled) * ds.eval_fraction))

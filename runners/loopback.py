@@ -56,6 +56,11 @@ def _loopback_ip(host: str) -> str | None:
         return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) resolves to a loopback address."""
+    return _loopback_ip(host) is not None
+
+
 def hold_loopback_store() -> bool:
     """On rank 0 of a job rendezvousing on a loopback ``MASTER_ADDR``: host its TCPStore on loopback.
 

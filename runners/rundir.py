@@ -27,6 +27,8 @@ BASE_DIR = "base"
 CONTROL_DIR = "control"
 STOP_REQUEST = "stop"
 CHECKPOINT_REQUEST = "checkpoint"
+# a multi-node run: node 0's supervisor owns status.json, node K's writes nodes/K/status.json (docs/rundir.md)
+NODES_DIR = "nodes"
 
 STATES = ("pending", "running", "finished", "stopped", "crashed", "killed")
 TERMINAL_STATES = ("finished", "stopped", "crashed", "killed")
@@ -118,6 +120,11 @@ def update_status(run_dir: Path, **changes: Any) -> dict[str, Any]:
     status.update(changes)
     write_json_atomic(run_dir / STATUS_FILE, status)
     return status
+
+
+def node_dir(run_dir: Path, node: int) -> Path:
+    """Where node ``node`` of a run keeps its supervisor's status.json: the run dir itself for node 0."""
+    return run_dir if node == 0 else run_dir / NODES_DIR / str(node)
 
 
 def is_run_dir(path: Path) -> bool:

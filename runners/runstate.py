@@ -9,6 +9,13 @@ own final event: ``finish`` -> finished, ``stop`` -> stopped, ``crash`` -> crash
 none -> crashed ("supervisor and job gone without a final state"). That state is written back (best
 effort, atomically) so every later reader agrees. A job whose supervisor died but which is still
 running is ``running`` with ``orphaned: true`` and a ``note`` saying so.
+
+A multi-node run is one run: node 0's ``status.json`` and each other node's ``nodes/K/status.json`` are
+reconciled the same way (processes are checked on the node's own host only; another host's file is taken
+as written), and the run is live while any node is (``node_states`` says which).
+
+A Slurm run (``slurm_job_id``) is asked of Slurm first (runners/slurm.py): queued is ``pending`` with the
+reason in ``slurm``, and a job Slurm has ended is never shown live, whichever host its supervisor was on.
 """
 from __future__ import annotations
 
@@ -142,6 +149,8 @@ def _job_pgid(status: dict[str, Any], run_dir: Path) -> int | None:
     pgid = status.get("pgid")
     if isinstance(pgid, int):
         return pgid
+    if status.get("node"):
+        return None  # the start record is node 0's job
     for chunk in ev.iter_chunks(Path(run_dir) / ev.EVENTS_FILE):  # the job's own start record
         for r in chunk:
             if r.get("type") == ev.START and isinstance(r.get("pgid"), int):
@@ -159,10 +168,100 @@ def liveness(status: dict[str, Any], run_dir: Path) -> tuple[bool, bool]:
 def effective_status(run_dir: Path, status: dict[str, Any] | None = None, write_back: bool = True) -> dict[str, Any] | None:
     """``status.json`` with ``state`` made true (see the module doc); None when there is no status.
 
-    Adds ``orphaned`` (the supervisor is gone, the job is not) and ``note`` (what was reconciled).
+    Adds ``orphaned`` (the supervisor is gone, the job is not) and ``note`` (what was reconciled); for a
+    multi-node run ``node_states`` (node -> state) too, and the state is ``running`` while any node runs.
     """
     run_dir = Path(run_dir)
+    queued = _in_slurm(run_dir, status, write_back)
+    status = queued if queued is not None else _reconcile(run_dir, run_dir, status, write_back)
+    if status is None or not isinstance(status.get("nodes"), int) or status["nodes"] < 2:
+        return status
+    return _over_nodes(run_dir, status, write_back)
+
+
+def _in_slurm(run_dir: Path, status: dict[str, Any] | None, write_back: bool) -> dict[str, Any] | None:
+    """A Slurm run's state from its queue (runners/slurm.py), with ``slurm`` (the job's queue state) added:
+    queued is ``pending``, in Slurm's hands is ``running``, and a job Slurm ended whose supervisor recorded no end
+    takes it from the events, else from Slurm's end (written back, also into the nodes' files still live).
+    None, so the local checks apply, when the run is no Slurm job or Slurm does not answer here."""
     status = dict(status if status is not None else (rundir.read_status(run_dir) or {}))
+    if not status.get("slurm_job_id"):
+        return None
+    nodes = status["nodes"] if isinstance(status.get("nodes"), int) else 1
+    live_nodes = [rundir.node_dir(run_dir, k) for k in range(1, nodes)
+                  if (rundir.read_status(rundir.node_dir(run_dir, k)) or {}).get("state") in LIVE_STATES]
+    if status.get("state") not in LIVE_STATES and not live_nodes:
+        return None
+    from runners import slurm
+
+    job = slurm.job_state(status["slurm_job_id"])
+    if job is None:
+        return None
+    status["slurm"] = job.to_json()
+    if job.phase != "ended":
+        return status if status.get("state") not in LIVE_STATES else \
+            {**status, "state": "pending" if job.phase == "queued" else "running"}
+    if status.get("state") in LIVE_STATES and status.get("host") in (None, socket.gethostname()) and \
+            pid_alive(status.get("pid"), status.get("pid_started_at")):
+        return status  # its supervisor is recording the end right now
+    state, error, when = state_from_events(run_dir)
+    if when is None:
+        state, error = slurm.ended_as(job, started=bool(status.get("started_at")),
+                                      stop_requested=bool(status.get("stop_requested")))
+    changes = {"state": state, "ended_at": when or time.time(), "reconciled": True, "slurm": job.to_json(),
+               "note": f"Slurm job {job.job_id} ended {job.state} without a final state recorded; {state} was read "
+                       f"from " + ("the events" if when else "Slurm")}
+    if error:
+        changes["error"] = error
+    for where in live_nodes:  # nodes Slurm killed before their supervisor wrote anything
+        if write_back:
+            _write_changes(where, changes if status.get("state") in LIVE_STATES else {**changes, "state": status["state"]})
+    if status.get("state") not in LIVE_STATES:
+        return None  # node 0 recorded its end; the nodes' files now agree
+    current = rundir.read_status(run_dir) or {}
+    if current.get("state") in rundir.TERMINAL_STATES:
+        return current
+    if write_back:
+        _write_changes(run_dir, changes)
+    return {**status, **changes}
+
+
+def _write_changes(where: Path, changes: dict[str, Any]) -> None:
+    current = rundir.read_status(where) or {}
+    if current and current.get("state") in LIVE_STATES:
+        try:
+            rundir.write_json_atomic(where / rundir.STATUS_FILE, {**current, **changes})
+        except OSError:
+            pass  # a read-only or full disk: every reader reconciles the same way
+
+
+def node_status(run_dir: Path, node: int, write_back: bool = True) -> dict[str, Any] | None:
+    """One node's own status, reconciled (node 0: the run's status.json as written by its supervisor)."""
+    return _reconcile(Path(run_dir), rundir.node_dir(Path(run_dir), node), None, write_back)
+
+
+def _over_nodes(run_dir: Path, status: dict[str, Any], write_back: bool) -> dict[str, Any]:
+    """The run's state over all its nodes: live while one is; else node 0's, unless another node failed."""
+    states: dict[int, str] = {0: str(status.get("state"))}
+    failed: list[tuple[int, dict[str, Any]]] = []
+    for node in range(1, status["nodes"]):
+        other = node_status(run_dir, node, write_back)
+        states[node] = str(other.get("state")) if other else "not joined"
+        if other and other.get("state") in ("crashed", "killed"):
+            failed.append((node, other))
+    status["node_states"] = states
+    live = [n for n, s in states.items() if s in LIVE_STATES]
+    if status.get("state") not in LIVE_STATES and live:
+        status.update(state="running", note=f"node 0 ended {states[0]}; node(s) {', '.join(map(str, live))} still running")
+    elif not live and status.get("state") in ("finished", "stopped") and failed:
+        node, other = failed[0]
+        status.update(state=other["state"], error=f"node {node}: {other.get('error') or other['state']}")
+    return status
+
+
+def _reconcile(run_dir: Path, where: Path, status: dict[str, Any] | None, write_back: bool) -> dict[str, Any] | None:
+    """One status file (``where``/status.json) made true; the events are always the run dir's."""
+    status = dict(status if status is not None else (rundir.read_status(where) or {}))
     if not status:
         return None
     if status.get("state") not in LIVE_STATES or status.get("host") not in (None, socket.gethostname()):
@@ -186,15 +285,24 @@ def effective_status(run_dir: Path, status: dict[str, Any] | None = None, write_
     if error:
         changes["error"] = error
     status.update(changes)
-    current = rundir.read_status(run_dir) or {}
+    current = rundir.read_status(where) or {}
     if current.get("state") in rundir.TERMINAL_STATES:
         return current  # the supervisor recorded its end after all, while we looked
     if write_back and current:
         try:
-            rundir.write_json_atomic(run_dir / rundir.STATUS_FILE, {**current, **changes})
+            rundir.write_json_atomic(where / rundir.STATUS_FILE, {**current, **changes})
         except OSError:
             pass  # a read-only or full disk: every reader reconciles the same way
     return status
+
+
+def shown_state(status: dict[str, Any]) -> str:
+    """The state as a state column shows it: ``running (orphaned)``, ``pending (Resources)`` for a queued Slurm job."""
+    from runners import slurm
+
+    state = str(status.get("state") or "unknown")
+    extra = "orphaned" if status.get("orphaned") else slurm.describe(status)
+    return f"{state} ({extra})" if extra else state
 
 
 def state(run_dir: Path) -> str:

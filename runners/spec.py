@@ -110,10 +110,12 @@ class DatasetSpec:
 @dataclass
 class HardwareSpec:
     strategy: str = "cpu"
-    num_processes: int = 1
+    num_processes: int = 1  # per node: the GPUs of one node (or CPU processes without GPUs)
+    nodes: int = 1  # machines; the world size is nodes x num_processes
     launcher: str = "auto"
     gpus: list[int] | None = None
     gpu_memory_gib: float | None = None
+    interconnect_gbps: float | None = None  # across nodes, per node (Gb/s); None: the GPU's typical node
 
 
 @dataclass
@@ -277,12 +279,27 @@ def validate(spec: RunSpec, source: str = "spec") -> None:
     if not isinstance(spec.hardware.num_processes, int) or spec.hardware.num_processes < 1:
         raise UserError(f"{source}: hardware.num_processes must be a whole number of at least 1, "
                         f"got {spec.hardware.num_processes!r}.")
+    _check_nodes(spec.hardware, source)
     if not isinstance(spec.dataset.max_seq_length, int) or spec.dataset.max_seq_length < 1:
         raise UserError(f"{source}: dataset.max_seq_length must be a whole number of at least 1, "
                         f"got {spec.dataset.max_seq_length!r}.")
     if not 0 < float(spec.dataset.eval_fraction) < 1:
         raise UserError(f"{source}: dataset.eval_fraction must be between 0 and 1 (exclusive), "
                         f"got {spec.dataset.eval_fraction!r}.")
+
+
+def _check_nodes(hw: HardwareSpec, source: str) -> None:
+    """Several machines need a launcher that starts one process group over all of them (runners/launch/multinode.py)."""
+    if not isinstance(hw.nodes, int) or isinstance(hw.nodes, bool) or hw.nodes < 1:
+        raise UserError(f"{source}: hardware.nodes must be a whole number of at least 1 (the machines of the run), "
+                        f"got {hw.nodes!r}.")
+    if hw.nodes > 1 and hw.launcher == "python":
+        raise UserError(f"{source}: hardware.nodes is {hw.nodes}, but hardware.launcher python runs one process on one "
+                        "machine. Set hardware.launcher to torchrun, accelerate, deepspeed or auto, or set hardware.nodes "
+                        "to 1.")
+    if hw.nodes > 1 and hw.strategy == "single":
+        raise UserError(f"{source}: hardware.nodes is {hw.nodes}, but hardware.strategy single trains on one GPU. Choose "
+                        "a multi-GPU strategy (ddp, zero2, zero3, fsdp; cpu for CPU processes), or set hardware.nodes to 1.")
 
 
 SFT_DATASET_KEYS = ("format", "chat_template", "packing", "completion_only_loss", "assistant_only_loss")

@@ -74,6 +74,21 @@ def ftui(*args: str, timeout: float = 600, **kwargs: Any) -> subprocess.Complete
                           timeout=timeout, **kwargs)
 
 
+def spec_keys(run_dir: Path) -> dict[str, Any]:
+    """A run's spec.yaml as this version reads it (defaults filled in, secrets redacted), as dotted keys."""
+    from runners import spec as specmod
+
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict) and data:
+            out: dict[str, Any] = {}
+            for key, value in data.items():
+                out.update(flat(value, f"{prefix}{key}."))
+            return out
+        return {prefix[:-1]: data} if prefix and not isinstance(data, dict) else {}
+
+    return flat(specmod.redact(specmod.load(run_dir / "spec.yaml").to_dict()))
+
+
 def records(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ import pytest
 import yaml
 
 from runners import rundir
+from runners import spec as specmod
+from runners.errors import UserError
 from tests.conftest import ROOT, ftui, only_run, records, tiny_spec
 
 
@@ -170,3 +173,32 @@ def test_accelerate_yaml_fields(tmp_path: Path, hardware: dict, expect: dict) ->
     assert str(config.distributed_type).split(".")[-1] == expect["distributed_type"]
     assert config.num_processes == expect["num_processes"] and config.mixed_precision == "no"
     assert config.fsdp_config == data.get("fsdp_config", {})
+
+
+def test_hardware_gpus_pin_the_run_and_a_launching_shells_gpus_are_only_a_default(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """hardware.gpus (the setup's GPU indices) becomes every rank's CUDA_VISIBLE_DEVICES; without it, the GPUs the
+    launching shell saw are a default a scheduler's own assignment (Slurm's per-task CUDA_VISIBLE_DEVICES) keeps."""
+    from runners.launch.commands import gpu_env, launch_script
+    from runners.launch.preflight import check_hardware
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    probe = ["sh", "-c", "echo $CUDA_VISIBLE_DEVICES"]
+    inherited = tmp_path / "inherited.sh"
+    inherited.write_text(launch_script(probe, tmp_path))
+    pinned = tmp_path / "pinned.sh"
+    pinned.write_text(launch_script(probe, tmp_path, gpu_env(specmod.from_dict(
+        tiny_spec(hardware={"strategy": "ddp", "num_processes": 2, "gpus": [2, 3]})))))
+
+    def seen(script: Path, env_value: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        if env_value is not None:
+            env["CUDA_VISIBLE_DEVICES"] = env_value
+        return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert seen(inherited, None) == "0,1" and seen(inherited, "5") == "5"
+    assert seen(pinned, None) == "2,3" and seen(pinned, "5") == "2,3"
+    assert gpu_env(specmod.from_dict(tiny_spec(hardware={"strategy": "cpu", "gpus": [1]}))) == {}
+    for gpus, said in (([0], "names 1 GPU"), ([1, 1], "distinct")):
+        with pytest.raises(UserError, match=said):
+            check_hardware(specmod.from_dict(tiny_spec(hardware={"strategy": "ddp", "num_processes": 2, "gpus": gpus})))

@@ -23,7 +23,9 @@ ALLOWED = {  # layer -> layers it may import
     "launch": {"root", "plan", "launch"},
     "train": {"root", "plan", "train"},
     "watch": {"root", "watch"},
-    "results": {"root", "plan", "watch", "results"},  # after training: export (and what reads a finished run)
+    # after training: export, and what reads a finished run; train too, because `ftui eval` reruns the runner's own
+    # evaluation code (its datasets, trainer classes, losses and evaluators) on a held-out file: the same computation
+    "results": {"root", "plan", "train", "watch", "results"},
     "tui": {"root", *STAGES, "tui"},
 }
 # what the UI process must never load, not even through a module it imports at start-up
@@ -184,6 +186,8 @@ def test_the_ui_loads_no_training_library() -> None:
     ("runners.plan.memory", "def f():\n    from runners.launch import commands\n", layer_violations),
     ("runners.watch.history", "from runners.train.common import RankInfo\n", layer_violations),
     ("runners.events", "import tui.app\n", layer_violations),
+    ("runners.results.export", "from runners.launch import control\n", layer_violations),
+    ("runners.train.hf", "from runners.results import evaluate\n", layer_violations),
     ("runners.train.sentence", "from runners.train.hf import load_model\n", sibling_violations),
     ("runners.watch.sources.pid", "from runners.watch.sources.ftui_run import FtuiRunSource\n", sibling_violations),
 ])

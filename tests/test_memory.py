@@ -261,3 +261,18 @@ def test_plan_json_carries_a_band_per_figure() -> None:
         assert conf[name]["low"] <= conf[name]["value"] == plan[name] <= conf[name]["high"]
     mb = conf["max_per_device_train_batch_size"]
     assert mb["low"] <= mb["value"] <= mb["high"]
+
+
+def test_fsdp_gradient_accumulation_keeps_whole_gradients_on_every_gpu() -> None:
+    """The Trainer accumulates under accelerate's no_sync, where FSDP keeps each GPU's gradients unsharded: with
+    accumulation the plan holds a whole gradient per GPU, through every phase of the next micro-batch."""
+    model = models.resolve("Llama-2-7b-hf")
+    inp = MemoryInput(arch=model.arch, task="causal-lm", batch=1, seq=512, dtype="bfloat16", mixed="bf16",
+                      strategy="fsdp", num_gpus=8, structure="off")
+    once, accumulated = memory.estimate(inp), memory.estimate(replace(inp, grad_accum=4))
+    whole = architecture.params_for_task(model.arch, "causal-lm") * 2  # bf16 gradients of every parameter
+    assert accumulated.phases["forward"]["gradients"] == pytest.approx(whole, rel=1e-6)
+    assert once.phases["forward"]["gradients"] == 0
+    assert accumulated.peak_allocated - once.peak_allocated == pytest.approx(whole * (1 - 1 / 8), rel=0.15)
+    zero3 = replace(inp, strategy="zero3")  # DeepSpeed reduces every micro-batch: accumulation changes nothing
+    assert memory.estimate(replace(zero3, grad_accum=4)).peak_allocated == memory.estimate(zero3).peak_allocated

@@ -73,3 +73,28 @@ class RunsScanned(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsScanned)
+
+
+class TryAnswered(Message):
+    """One line of a Try session for an answer column: a status, the loaded facts, a token, a result or an error."""
+
+    def __init__(self, slot: str, status: str | None = None, facts: dict[str, Any] | None = None,
+                 token: str | None = None, result: dict[str, Any] | None = None, error: str | None = None,
+                 pieces: int = 1) -> None:
+        super().__init__()
+        self.slot = slot
+        self.pieces = pieces  # streamed pieces joined in ``token``
+        self.status = status
+        self.facts = facts
+        self.token = token
+        self.result = result
+        self.error = error
+
+
+class ComparisonLoaded(Message):
+    """The compare view's runs, read (``comparison``: a runners.results.compare.Comparison), or why they could not be."""
+
+    def __init__(self, comparison: Any = None, error: str | None = None) -> None:
+        super().__init__()
+        self.comparison = comparison
+        self.error = error

@@ -5,6 +5,7 @@ Making the run dir and starting it detached is runners/launch/launcher.py's.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 from runners import loopback, paths, strategies
 from runners import spec as specmod
 from runners.errors import UserError
+from runners.launch import multinode
 from runners.spec import RunSpec
 
 ROOT = paths.ROOT
@@ -30,7 +32,7 @@ def choose_launcher(spec: RunSpec) -> str:
         return hw.launcher
     launcher = strategies.BY_NAME[hw.strategy].launcher
     if launcher in ("python", "torchrun"):
-        return "torchrun" if hw.num_processes > 1 else "python"
+        return "torchrun" if hw.num_processes > 1 or hw.nodes > 1 else "python"
     return launcher
 
 
@@ -68,13 +70,18 @@ def deepspeed_config(strategy: str, mixed: str | None) -> dict:
             "steps_per_print": 10**9, "wall_clock_breakdown": False}
 
 
-def accelerate_config(spec: RunSpec) -> str:
-    """``accelerate.yaml`` for one machine, dumped by the YAML library (never assembled by hand)."""
+def accelerate_config(spec: RunSpec, rdzv: multinode.Rendezvous | None = None) -> str:
+    """``accelerate.yaml``, dumped by the YAML library (never assembled by hand). With several nodes it is the
+    same file on each: ``num_processes`` counts every machine's (accelerate's meaning), and each node's
+    launch.sh gives its ``--machine_rank`` and the rendezvous address on the command line."""
     import yaml
 
-    n = spec.hardware.num_processes
-    config: dict = {"compute_environment": "LOCAL_MACHINE", "num_processes": n, "num_machines": 1, "machine_rank": 0,
+    nodes = spec.hardware.nodes
+    n = spec.hardware.num_processes * nodes
+    config: dict = {"compute_environment": "LOCAL_MACHINE", "num_processes": n, "num_machines": nodes, "machine_rank": 0,
                     "main_training_function": "main", "mixed_precision": "no", "same_network": True}
+    if nodes > 1 and rdzv is not None:
+        config.update(main_process_ip=rdzv.addr, main_process_port=rdzv.port, rdzv_backend="static")
     if spec.hardware.strategy in strategies.FSDP:
         sharding = "FULL_SHARD" if spec.hardware.strategy == "fsdp" else "SHARD_GRAD_OP"
         config["distributed_type"] = "FSDP"
@@ -95,6 +102,8 @@ def build_command(spec: RunSpec, run_dir: Path, port: int | None = None) -> list
             raise UserError(f"hardware.launcher python runs one process, but num_processes is {n}. Use torchrun, "
                             "accelerate or deepspeed, or set num_processes to 1.")
         return [sys.executable, *entry]
+    if spec.hardware.nodes > 1:  # one launcher per node, placed by launch.sh's environment (multinode.py)
+        return multinode.command(launcher, find_program(launcher), n, run_dir)
     port = port or free_port()
     if launcher == "torchrun":
         # a one-machine rendezvous with no listener beyond loopback (runners/loopback.py)
@@ -110,7 +119,23 @@ def build_command(spec: RunSpec, run_dir: Path, port: int | None = None) -> list
     raise UserError(f"Unknown launcher '{launcher}'.")
 
 
-def launch_script(command: list[str], run_dir: Path, extra_env: dict[str, str] | None = None) -> str:
+def _export(name: str, value: str, inherited: bool = False) -> str:
+    """One export line. The GPUs inherited from the launching shell are only a default: a scheduler that assigns
+    GPUs to the job step (Slurm sets CUDA_VISIBLE_DEVICES for each srun task) keeps its own; hardware.gpus is not."""
+    if inherited and name == "CUDA_VISIBLE_DEVICES" and re.fullmatch(r"[\w,.:-]*", value):
+        return f'export {name}="${{{name}-{value}}}"'
+    return f"export {name}={shlex.quote(value)}"
+
+
+def gpu_env(spec: RunSpec) -> dict[str, str]:
+    """hardware.gpus as the CUDA_VISIBLE_DEVICES of every rank (none: the GPUs the launching shell sees)."""
+    gpus = spec.hardware.gpus
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus and spec.hardware.strategy != "cpu" else {}
+
+
+def launch_script(command: list[str], run_dir: Path, extra_env: dict[str, str] | None = None, prelude: str = "") -> str:
+    """launch.sh: cd, the environment, then ``exec`` the command. ``prelude`` (a multi-node run's node
+    placement, multinode.prelude) comes just before the command, whose ``${FTUI_...}`` words it expands."""
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     env.update(extra_env or {})
     # expandable segments: less fragmentation, so the plan's peak is what the job needs (unless the user chose)
@@ -118,7 +143,8 @@ def launch_script(command: list[str], run_dir: Path, extra_env: dict[str, str] |
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    exports = "\n".join(f"export {k}={shlex.quote(specmod.redact(v))}" for k, v in sorted(env.items()))
+    inherited = {k for k in PASS_ENV if k in os.environ} - set(extra_env or {})
+    exports = "\n".join(_export(k, specmod.redact(v), k in inherited) for k, v in sorted(env.items()))
     return ("#!/usr/bin/env bash\n# Written by ftui: the exact command of this run. Re-run it by hand with: bash launch.sh\n"
-            f"set -e\ncd {shlex.quote(str(run_dir))}\n{exports}\nexec {shlex.join(command)}\n")
+            f"set -e\ncd {shlex.quote(str(run_dir))}\n{exports}\n{prelude}exec {' '.join(map(multinode.shell_word, command))}\n")
 

@@ -2,13 +2,15 @@
 
 Graceful stop and checkpoint go through request files that the training callback reads (so any
 viewer can ask); kill signals the job's process group and every descendant of it (torchrun starts
-each rank in a session of its own), so no orphan rank keeps holding a GPU. Only ftui-launched runs have
-request files; see runners/watch/procs.py for jobs ftui did not start.
+each rank in a session of its own), so no orphan rank keeps holding a GPU. A Slurm run (runners/launch/slurm.py)
+is killed with scancel, and a stop while it is still queued takes it out of the queue. Only ftui-launched runs
+have request files; see runners/watch/procs.py for jobs ftui did not start.
 """
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,10 +26,14 @@ def _alive(pgid: int | None) -> bool:
 
 
 def is_running(run_dir: Path) -> bool:
-    """Pending or running, with its supervisor or (orphaned) its job still alive."""
+    """Pending or running, with its supervisor or (orphaned) its job still alive; or, in a multi-node run,
+    any other node still live."""
     status = runstate.effective_status(run_dir) or {}
+    if status.get("slurm_job_id"):  # Slurm's word (runstate asked it), wherever the job runs
+        return status.get("state") in runstate.LIVE_STATES
+    others = [s for n, s in (status.get("node_states") or {}).items() if n and s in runstate.LIVE_STATES]
     return status.get("state") in runstate.LIVE_STATES and (
-        _alive(status.get("pgid")) or runstate.pid_alive(status.get("pid"), status.get("pid_started_at")))
+        _alive(status.get("pgid")) or runstate.pid_alive(status.get("pid"), status.get("pid_started_at")) or bool(others))
 
 
 def wait(run_dir: Path, timeout: float) -> bool:
@@ -43,14 +49,51 @@ def wait(run_dir: Path, timeout: float) -> bool:
 def kill(run_dir: Path, grace: float = 10.0) -> str:
     """SIGTERM to the job's process group, SIGKILL after ``grace`` seconds; returns what was done.
 
-    When the supervisor is gone (the job was orphaned), nobody else records the end: kill does.
+    When the supervisor is gone (the job was orphaned), nobody else records the end: kill does. In a
+    multi-node run every node on this machine is killed; a node on another machine loses its peers, and its
+    launcher ends it (or run ``ftui kill`` there).
     """
-    status = runstate.effective_status(run_dir) or {}
+    job = (rundir.read_status(run_dir) or {}).get("slurm_job_id")
+    if job:
+        return _cancel(run_dir, str(job), grace)
+    nodes = (rundir.read_status(run_dir) or {}).get("nodes")
+    if not isinstance(nodes, int) or nodes < 2:
+        return _kill_node(run_dir, 0, grace)
+    done = []
+    for node in range(nodes):
+        status = runstate.node_status(run_dir, node) or {}
+        if status and status.get("host") not in (None, socket.gethostname()):
+            done.append(f"node {node}: on {status.get('host')}, not this machine")
+        elif status:
+            done.append(f"node {node}: {_kill_node(run_dir, node, grace)}")
+    return "; ".join(done)
+
+
+def _cancel(run_dir: Path, job: str, grace: float) -> str:
+    """A Slurm run's kill: scancel, which signals every node's tasks (SIGKILL after Slurm's KillWait)."""
+    from runners.launch import slurm
+
+    if not is_running(run_dir):
+        return "not running"
+    try:
+        rundir.update_status(run_dir, kill_requested=time.time())
+    except OSError:
+        pass
+    done = slurm.cancel(job)
+    if wait(run_dir, grace + slurm.KILL_WAIT_SECONDS):
+        return f"{done}: {(runstate.effective_status(run_dir) or {}).get('state')}"
+    return f"{done}; Slurm ends it after its KillWait (squeue -j {job} shows it until then)"
+
+
+def _kill_node(run_dir: Path, node: int, grace: float) -> str:
+    """kill for one node's job (node 0: the run's own)."""
+    where = rundir.node_dir(run_dir, node)
+    status = runstate.node_status(run_dir, node) or {}
     pgid = status.get("pgid")
     if status.get("state") not in runstate.LIVE_STATES or not isinstance(pgid, int) or not _alive(pgid):
         return "not running"
     try:
-        rundir.update_status(run_dir, kill_requested=time.time())
+        rundir.update_status(where, kill_requested=time.time())
     except OSError:
         pass
     tree = runstate.job_processes(pgid)  # ranks in sessions of their own are reached too
@@ -76,25 +119,25 @@ def kill(run_dir: Path, grace: float = 10.0) -> str:
         deadline = time.time() + 5
         while time.time() < deadline and alive():
             time.sleep(0.1)
-    _record_end_if_unsupervised(run_dir, "killed", "killed by ftui kill while its supervisor was gone")
+    _record_end_if_unsupervised(where, "killed", "killed by ftui kill while its supervisor was gone")
     return how
 
 
-def _record_end_if_unsupervised(run_dir: Path, state: str, error: str | None) -> None:
-    """Write the final state when no supervisor is alive to do it (best effort)."""
-    status = rundir.read_status(run_dir) or {}
+def _record_end_if_unsupervised(where: Path, state: str, error: str | None) -> None:
+    """Write the final state (of the run dir, or a node's dir) when no supervisor is alive to do it (best effort)."""
+    status = rundir.read_status(where) or {}
     if status.get("state") not in runstate.LIVE_STATES:
         return
     deadline = time.time() + 5  # a live supervisor records the end itself, within moments
     while time.time() < deadline and runstate.pid_alive(status.get("pid"), status.get("pid_started_at")):
         time.sleep(0.1)
-        status = rundir.read_status(run_dir) or {}
+        status = rundir.read_status(where) or {}
         if status.get("state") not in runstate.LIVE_STATES:
             return
     if runstate.pid_alive(status.get("pid"), status.get("pid_started_at")):
         return  # a live (if slow) supervisor records the end itself
     try:
-        rundir.update_status(run_dir, state=state, ended_at=time.time(), error=error, reconciled=True)
+        rundir.update_status(where, state=state, ended_at=time.time(), error=error, reconciled=True)
     except OSError:
         pass
 
@@ -103,6 +146,12 @@ def stop(run_dir: Path, timeout: float | None = None, escalate: bool = False) ->
     """Ask for a graceful stop; optionally wait, and kill if it has not stopped within ``timeout``."""
     if not is_running(run_dir):
         return "not running"
+    status = runstate.effective_status(run_dir) or {}
+    if (status.get("slurm") or {}).get("phase") == "queued":  # nothing runs yet: take it out of the queue
+        from runners.launch import slurm
+
+        rundir.update_status(run_dir, stop_requested=time.time())
+        return f"Slurm job {status['slurm_job_id']} was still queued, so nothing had run: {slurm.cancel(status['slurm_job_id'])}"
     rundir.request(run_dir, rundir.STOP_REQUEST)
     if timeout is None:
         return "stop requested: the run saves a checkpoint at its next step and stops"

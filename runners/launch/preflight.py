@@ -78,6 +78,14 @@ def check_hardware(spec: RunSpec) -> None:
         raise UserError(f"hardware.strategy single trains on one GPU in one process, but hardware.num_processes is "
                         f"{hw.num_processes}. Set num_processes to 1, or choose a multi-GPU strategy (ddp, zero2, "
                         "zero3, fsdp) for several GPUs.")
+    if hw.gpus is not None and hw.strategy != "cpu":
+        chosen = list(hw.gpus)
+        if any(g < 0 for g in chosen) or len(set(chosen)) != len(chosen):
+            raise UserError(f"hardware.gpus is {chosen}: GPU indices must be distinct and not negative (e.g. [0, 1]).")
+        if len(chosen) < hw.num_processes:
+            raise UserError(f"hardware.gpus names {len(chosen)} GPU(s) ({chosen}) but hardware.num_processes is "
+                            f"{hw.num_processes}, one process per GPU. Name {hw.num_processes} GPUs, or lower "
+                            "num_processes.")
     gpus = _visible_gpus()
     if hw.strategy == "cpu" and gpus:
         warn(f"{gpus} GPU(s) are visible but hardware.strategy is cpu: the run trains on the CPU and leaves them idle "
@@ -358,6 +366,9 @@ def check_all(spec: RunSpec) -> None:
         raise UserError(f"The simpletransformers runner trains in one process (it spreads over GPUs itself with n_gpu), "
                         f"but hardware.num_processes is {spec.hardware.num_processes}. Set it to 1, or use the "
                         "hf_trainer runner for multi-process training.")
+    if spec.runner == "simpletransformers" and spec.hardware.nodes > 1:
+        raise UserError(f"The simpletransformers runner trains on one machine, but hardware.nodes is "
+                        f"{spec.hardware.nodes}. Set it to 1, or use the hf_trainer runner for multi-node training.")
     check_hardware(spec)
     check_quantization(spec)
     resolved = check_model(spec)

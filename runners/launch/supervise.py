@@ -4,6 +4,8 @@ Started by ftui in a new session (``setsid``), it runs ``launch.sh`` in a proces
 records pids and times in ``status.json``, forwards SIGTERM/SIGINT to the job's group, and when the
 job ends records its final state: finished, stopped (a stop request was honoured), crashed (with
 the error from the event stream or the log's last line) or killed (ended by a signal).
+On node K > 0 of a multi-node run (``FTUI_NODE_RANK=K``, set by ``ftui join``) it runs the same launch.sh and
+records its node's facts in ``nodes/K/status.json``: node 0's status.json stays the run's own.
 
 It must outlive a full disk: a failed status write is retried in place (rundir.write_json_atomic),
 and if even that fails the supervisor still waits for the job and exits; readers then reconcile
@@ -57,23 +59,25 @@ def disk_full_reason(run_dir: Path, error: str | None) -> str | None:
     return f"No space left on device{where}" + (f" ({text[:300]})" if text else "")
 
 
-def record(run_dir: Path, **changes: object) -> bool:
-    """update_status that never raises (a full or vanished disk must not kill the supervisor)."""
+def record(where: Path, **changes: object) -> bool:
+    """update_status (of the run dir, or of a node's dir) that never raises: a full or vanished disk must not
+    kill the supervisor."""
     try:
-        rundir.update_status(run_dir, **changes)
+        rundir.update_status(where, **changes)
         return True
     except OSError as exc:
         print(f"ftui supervisor: could not write {rundir.STATUS_FILE}: {exc}", file=sys.stderr, flush=True)
         return False
 
 
-def final_state(run_dir: Path, code: int) -> str:
+def final_state(run_dir: Path, code: int, where: Path | None = None) -> str:
+    """The job's end from its exit code and the run's events; ``where``: the node's status dir (kill requests)."""
     records = ev.read_all(run_dir / ev.EVENTS_FILE)
     kinds = {r.get("type") for r in records}
     if code == 0:
         return "stopped" if ev.STOP in kinds else "finished"
     if code < 0 or code in (128 + signal.SIGTERM, 128 + signal.SIGKILL, 128 + signal.SIGINT) or \
-            (rundir.read_status(run_dir) or {}).get("kill_requested"):
+            (rundir.read_status(where or run_dir) or {}).get("kill_requested"):
         return "killed" if ev.CRASH not in kinds else "crashed"
     return "crashed"
 
@@ -108,11 +112,18 @@ def reap_orphans(pgid: int) -> None:
 
 def main(run_dir_arg: str) -> int:
     run_dir = Path(run_dir_arg).resolve()
+    node = int(os.environ.get("FTUI_NODE_RANK") or 0)
+    where = rundir.node_dir(run_dir, node)
+    if node:
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # record() reports what it cannot write; the job runs all the same
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     become_subreaper()
     job = subprocess.Popen(["bash", str(run_dir / "launch.sh")], cwd=run_dir, process_group=0,
                            stdin=subprocess.DEVNULL)
-    record(run_dir, state="running", pid=os.getpid(), job_pid=job.pid, pgid=job.pid, host=socket.gethostname(),
+    record(where, state="running", pid=os.getpid(), job_pid=job.pid, pgid=job.pid, host=socket.gethostname(),
            started_at=time.time(), pid_started_at=runstate.process_start_time(os.getpid()),
            job_started_at=runstate.process_start_time(job.pid))
 
@@ -127,13 +138,13 @@ def main(run_dir_arg: str) -> int:
     code = job.wait()
     reap_orphans(job.pid)
     try:
-        state = final_state(run_dir, code)
+        state = final_state(run_dir, code, where)
         error = error_summary(run_dir, code) if state in ("crashed", "killed") else None
         if state == "crashed":
             error = disk_full_reason(run_dir, error) or error
     except Exception as exc:  # noqa: BLE001 - record something rather than nothing
         state, error = "crashed", f"ftui supervisor could not read the run's end: {type(exc).__name__}: {exc}"
-    if not record(run_dir, state=state, exit_code=code, ended_at=time.time(), error=error):
+    if not record(where, state=state, exit_code=code, ended_at=time.time(), error=error):
         # not even an in-place rewrite worked: readers reconcile from the events (runners/runstate.py)
         print(f"ftui supervisor: the run ended {state}" + (f": {error}" if error else ""), file=sys.stderr, flush=True)
     return 0

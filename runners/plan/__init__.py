@@ -2,7 +2,7 @@
 
 Model resolution (``models``) apart from architecture arithmetic (``architecture``); memory per GPU
 (``memory``, ``activations``, the learned ``structure`` with its meta-device ``trace`` and ``cudalike``
-allocator); the cheapest fix (``strategy``); time (``timing``); cadence (``cadence``); the
-sentence-transformers loss choice (``st_losses``); the probe (``probe``, ``probe_worker``) and the plan
-that puts them together (``planner``). Imports only the root contracts.
+allocator); the cheapest fix (``strategy``); time (``timing``, and the collectives of several GPUs and nodes in
+``comms``); cadence (``cadence``); the sentence-transformers loss choice (``st_losses``); the probe (``probe``,
+``probe_worker``) and the plan that puts them together (``planner``). Imports only the root contracts.
 """

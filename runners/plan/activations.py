@@ -124,8 +124,10 @@ class Traced:
     route: str  # "cached" or "learned in N s"
 
 
-def trace_mode(dtype: str, mixed: str | None, deepspeed: bool = False, four_bit: bool = False) -> str:
-    if dtype != "float32" or (deepspeed and mixed) or four_bit:
+def trace_mode(dtype: str, mixed: str | None, half_compute: bool = False, four_bit: bool = False) -> str:
+    """The traced setting: "half" when the model computes in the half dtype (half weights, DeepSpeed or FSDP
+    mixed precision, a 4-bit base), "mixed" for float32 weights under autocast, else "fp32"."""
+    if dtype != "float32" or (half_compute and mixed) or four_bit:
         return "half"
     return "mixed" if mixed else "fp32"
 

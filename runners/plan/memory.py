@@ -57,7 +57,10 @@ class MemoryInput:
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     strategy: str = "single"
-    num_gpus: int = 1
+    num_gpus: int = 1  # per node (hardware.num_processes); the world size is nodes x num_gpus
+    nodes: int = 1
+    grad_accum: int = 1  # gradient_accumulation_steps: under FSDP the micro-batches' gradients stay unsharded
+    interconnect_gbps: float | None = None  # across nodes, per node (Gb/s); None: the GPU's typical node
     cuda_context_mib: float | None = None
     capacity_bytes: int = 80 * GIB
     # torch < 2.0's zero_grad() zeroed gradients instead of freeing them, so they were resident
@@ -68,6 +71,11 @@ class MemoryInput:
     structure: str = "auto"
     expandable_segments: bool = field(default_factory=lambda: "expandable_segments:true" in
                                       os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "").lower().replace(" ", ""))
+
+    @property
+    def world_size(self) -> int:
+        """Every GPU of the run: the sharded strategies divide over all of them, on every node."""
+        return max(self.nodes, 1) * self.num_gpus
 
 
 @dataclass
@@ -122,16 +130,25 @@ def band(peak: float, route: str) -> tuple[float, float]:
     return peak / (1 + max(hi_err, 0.0)), peak / (1 + min(lo_err, 0.0))
 
 
+def half_compute(inp: MemoryInput) -> bool:
+    """Whether the model computes in the half dtype whatever its weights: DeepSpeed converts the model to it, and
+    FSDP's mixed precision (accelerate's MixedPrecision(param_dtype=bf16, ...)) casts the gathered parameters to it,
+    so no autocast weight copies exist and the residual stream is half."""
+    return bool(inp.mixed) and (inp.strategy in strategies.DEEPSPEED or inp.strategy in strategies.FSDP)
+
+
 def _precision(inp: MemoryInput) -> activations.Precision:
     w = DTYPE_BYTES[inp.dtype]
     if inp.strategy in strategies.DEEPSPEED and inp.mixed:
         w = 2  # DeepSpeed converts the model to the half dtype and keeps fp32 masters in the optimizer
     matmul = 2 if (inp.mixed or w == 2) else 4
-    return activations.Precision(residual=w, matmul=matmul, weights=w, autocast=bool(inp.mixed) and w == 4)
+    half = half_compute(inp)  # FSDP keeps its sharded parameters (and so gradients and states) in their own dtype
+    return activations.Precision(residual=2 if half else w, matmul=matmul, weights=w,
+                                 autocast=bool(inp.mixed) and w == 4 and not half)
 
 
 def _shards(inp: MemoryInput) -> int:
-    return inp.num_gpus if inp.strategy in strategies.SHARDED else 1
+    return inp.world_size if inp.strategy in strategies.SHARDED else 1
 
 
 def estimate(inp: MemoryInput) -> Estimate:
@@ -186,13 +203,20 @@ def estimate(inp: MemoryInput) -> Estimate:
             gathered = max(gathered, 4 * arch.largest_layer * 1.0)
     if inp.strategy == "fsdp_shard_grad_op":
         gathered = total * prec.matmul * (1 - 1 / n)  # parameters stay gathered through forward and backward
+    persistent_grads = inp.persistent_grads
+    if inp.strategy in strategies.FSDP and inp.grad_accum > 1 and n > 1:
+        # the Trainer accumulates under accelerate's no_sync (sync_each_batch off), and FSDP's no_sync keeps every
+        # GPU's gradients whole, unsharded, through the next micro-batches' forward and backward until one syncs
+        grads, persistent_grads = trainable * t_bytes, True
+        notes.append(f"FSDP with gradient accumulation ({inp.grad_accum} micro-batches): gradients stay unsharded on "
+                     "every GPU between syncs (accelerate's no_sync)")
     if row.offload:
         host_states = master + states + step_temp + trainable * 4.0
-        host += host_states  # pinned host memory, per node
+        host += host_states / max(inp.nodes, 1)  # pinned host memory: each node holds its GPUs' shards
         master = states = step_temp = 0.0
         grads = grads / n
         if inp.strategy == "zero3_offload":
-            host += weights
+            host += weights / max(inp.nodes, 1)
             weights = 0.0
             gathered = max(3 * layer_params * prec.matmul, 4 * arch.largest_layer * 1.0)
     if inp.strategy in strategies.DEEPSPEED:
@@ -201,7 +225,7 @@ def estimate(inp: MemoryInput) -> Estimate:
                                              else 0.9 * reduce_bucket * prec.matmul)
     elif inp.strategy == "ddp":
         buckets = trainable * t_bytes  # DDP's gradient buckets: a second copy of the gradients
-    if inp.strategy in strategies.MULTI and inp.num_gpus < 2:
+    if inp.strategy in strategies.MULTI and inp.world_size < 2:
         notes.append(f"strategy {inp.strategy} on one GPU shards nothing")
 
     act = activations.estimate(arch, prec, inp.batch, inp.seq, inp.eval_batch, inp.attn, inp.task,
@@ -215,12 +239,12 @@ def estimate(inp: MemoryInput) -> Estimate:
         if inp.gradient_checkpointing:
             adapter_act /= max(arch.layers + arch.decoder_layers, 1)
     first_grads = min(arch.vocab * arch.hidden * t_bytes, grads) if not lora else 0.0
-    if inp.persistent_grads:
+    if persistent_grads:
         first_grads = grads
     base = {"weights": weights, "optimizer states": states + master, "gathered parameters": gathered}
     tr = None
     if inp.structure != "off" and inp.strategy != "cpu":
-        tr = activations.traced(arch, inp.task, activations.trace_mode(inp.dtype, inp.mixed, inp.strategy in strategies.DEEPSPEED,
+        tr = activations.traced(arch, inp.task, activations.trace_mode(inp.dtype, inp.mixed, half_compute(inp),
                                                                         bool(bits)),
                                 inp.attn, inp.gradient_checkpointing, inp.batch, inp.seq, inp.eval_batch,
                                 learn=inp.structure == "auto")
@@ -235,9 +259,9 @@ def estimate(inp: MemoryInput) -> Estimate:
         elif unsharded and tr.end_backward > tr.backward_peak + max(tr.grads_at_peak, first_grads):
             back_grads, back_extra = grads, max(0.0, tr.end_backward - grads - tr.saved)
         else:
-            back_grads, back_extra = (grads if inp.persistent_grads else first_grads), tr.backward_peak - tr.saved
+            back_grads, back_extra = (grads if persistent_grads else first_grads), tr.backward_peak - tr.saved
         phases = {
-            "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "activations": tr.saved,
+            "forward": {**base, "gradients": grads if persistent_grads else 0.0, "activations": tr.saved,
                         "adapter activations": adapter_act, "logits and loss": tr.forward_peak - tr.saved},
             "backward": {**base, "activations": tr.saved, "adapter activations": adapter_act,
                          "backward buffers": max(0.0, back_extra), "gradients": back_grads,
@@ -250,7 +274,7 @@ def estimate(inp: MemoryInput) -> Estimate:
     else:
         route = "closed form"
         phases = {
-            "forward": {**base, "gradients": grads if inp.persistent_grads else 0.0, "autocast weight copies": autocast_copies,
+            "forward": {**base, "gradients": grads if persistent_grads else 0.0, "autocast weight copies": autocast_copies,
                         "activations": act.saved, "adapter activations": adapter_act, "logits and loss": act.loss_forward},
             "backward": {**base, "autocast weight copies": autocast_copies, "activations": act.saved,
                          "adapter activations": adapter_act, "logits and loss": act.loss_saved,
@@ -263,7 +287,7 @@ def estimate(inp: MemoryInput) -> Estimate:
     peak_phase = max(phases, key=lambda k: sum(phases[k].values()))
     peak = sum(phases[peak_phase].values())
     context = (inp.cuda_context_mib if inp.cuda_context_mib is not None else
-               DEFAULT_CONTEXT_MIB + (NCCL_MIB if inp.strategy in strategies.MULTI and inp.num_gpus > 1 else 0)) * MIB
+               DEFAULT_CONTEXT_MIB + (NCCL_MIB if inp.strategy in strategies.MULTI and inp.world_size > 1 else 0)) * MIB
     # Without expandable segments, a block freed by one size cannot always serve a larger one: at worst a
     # whole largest block sits reserved but unusable (measured reserve over peak on the H100 rows: 0.2-1.2x it).
     reserve = peak * ALLOCATOR_SLACK + (0.0 if inp.expandable_segments else largest)

@@ -80,12 +80,16 @@ class Plan:
             "model": {"name": self.model.name, "source": self.model.source, "family": self.model.arch.family,
                       "params": est.total_params, "trainable_params": est.trainable_params},
             "runner": self.spec.runner, "task": self.spec.task, "strategy": self.inputs.strategy,
-            "num_gpus": self.inputs.num_gpus, "device": "cpu" if self.inputs.strategy == "cpu" else "cuda",
+            "num_gpus": self.inputs.num_gpus, "nodes": self.inputs.nodes, "gpus_per_node": self.inputs.num_gpus,
+            "world_size": self.inputs.world_size, "device": "cpu" if self.inputs.strategy == "cpu" else "cuda",
             "gpu_memory_bytes": int(self.inputs.capacity_bytes), "gpu_memory_source": self.gpu_source,
             "peak_allocated_bytes": int(est.peak_allocated), "device_used_bytes": int(est.device_used),
-            "host_ram_bytes": int(self.host_needed or est.host_ram),
+            "host_ram_bytes": int(self.host_needed or est.host_ram),  # per node: every node needs as much
             "host_ram_capacity_bytes": int(self.host_capacity) if self.host_capacity else None,
             "host_ram_source": self.host_source, "fits_device": self.fits_device, "fits_host": self.fits_host,
+            "per_node": {"gpus": self.inputs.num_gpus, "host_ram_bytes": int(self.host_needed or est.host_ram),
+                         "host_ram_capacity_bytes": int(self.host_capacity) if self.host_capacity else None,
+                         "fits_host": self.fits_host},
             "components": {k: int(v) for k, v in est.components.items()},
             "phase": est.phase,
             "phases": {name: {"total_bytes": int(sum(parts.values())),
@@ -173,7 +177,8 @@ def memory_input(spec: RunSpec, model: models.ResolvedModel, capacity: float) ->
         lora_modules_to_save=tuple(lora.modules_to_save or ()) if lora else (),
         lora_dora=bool(lora and lora.use_dora), load_in_4bit=spec.model.load_in_4bit,
         load_in_8bit=spec.model.load_in_8bit, strategy=spec.hardware.strategy, num_gpus=spec.hardware.num_processes,
-        capacity_bytes=int(capacity * GIB))
+        nodes=spec.hardware.nodes, interconnect_gbps=spec.hardware.interconnect_gbps, capacity_bytes=int(capacity * GIB),
+        grad_accum=max(1, int(t.get("gradient_accumulation_steps") or 1)))
 
 
 def host_memory(host_memory_gib: float | None) -> tuple[float, str]:
@@ -234,9 +239,14 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
     check_task(spec, model)
     warnings: list[str] = []
     strat, n = spec.hardware.strategy, spec.hardware.num_processes
-    if strat == "ddp" and n < 2:
+    world = n * spec.hardware.nodes
+    if strat == "ddp" and world < 2:
         raise UserError(f"Strategy ddp needs at least 2 GPUs, but --num_gpus is {n}. Use --strategy single for one "
                         "GPU, or pass --num_gpus 2 or more.")
+    link = spec.hardware.interconnect_gbps
+    if link is not None and link <= 0:
+        raise UserError(f"hardware.interconnect_gbps (--interconnect_gbps) must be positive, got {link}: it is the "
+                        "bandwidth between nodes, per node, in Gb/s (3200 for 8 x 400 Gb/s InfiniBand, 100 for 100 GbE).")
     gpu_source = "flag"
     if strat == "cpu":
         import psutil
@@ -279,7 +289,7 @@ def make_plan(spec: RunSpec, num_train_samples: int | None = None, gpu_memory_gi
             samples = max(1, samples - int(samples * spec.dataset.eval_fraction))
     if samples < 1:
         raise UserError(f"--num_train_samples must be at least 1, got {samples}.")
-    cad = cadence_mod.suggest(spec, samples, n if strat != "cpu" else n)
+    cad = cadence_mod.suggest(spec, samples, world)  # the global batch spans every node
     if validate:
         error = cadence_mod.validate_with_transformers({**spec.training, **cad.training_arguments},
                                                         runner=spec.runner)

@@ -206,7 +206,7 @@ def run(plan: Any, timeout: float = DEFAULT_TIMEOUT, steps: int = DEFAULT_STEPS)
         out["memory"] = correct(plan, small, large)
         out["message"] = (f"measured on {large.get('gpu_name')}: peak {out['memory']['peak_allocated_bytes'] / GIB:.2f} "
                           f"GiB at the {out['memory']['phase']} phase, step {out['step_s']:.3f} s")
-        if inp.strategy not in ("single", "cpu") or inp.num_gpus > 1:
+        if inp.strategy not in ("single", "cpu") or inp.world_size > 1:
             out["message"] += (f"; one unsharded process on one GPU: the {inp.strategy} memory figures stay the "
                                "estimate")
             out["memory"]["applies"] = False

@@ -24,9 +24,13 @@ DATALOADER_WORKER_BYTES = 0.5 * GIB  # each data loader worker process (a forked
 
 
 def host_ram_needed(inp: MemoryInput, est: Estimate, dataloader_workers: int = 0) -> float:
-    """Host RAM the run needs: the estimate's host side (offloaded states and parameters, pinned, and every
-    process's own RAM) plus the data loader's worker processes, per training process."""
+    """Host RAM each node needs: the estimate's host side (its share of the offloaded states and parameters,
+    pinned, and every process's own RAM) plus the data loader's worker processes, per training process."""
     return est.host_ram + dataloader_workers * DATALOADER_WORKER_BYTES * max(inp.num_gpus, 1)
+
+
+def _gpus(inp: MemoryInput) -> str:
+    return f"{inp.world_size} GPU(s)" if inp.nodes <= 1 else f"{inp.nodes} nodes x {inp.num_gpus} GPUs"
 
 
 def host_fits(needed: float, capacity: float | None) -> bool:
@@ -58,7 +62,7 @@ def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, Memory
         out.append(("smaller batch + gradient accumulation",
                      {"per_device_train_batch_size": smaller, "gradient_accumulation_steps_multiplier": factor},
                      f"batch {inp.batch} -> {smaller} with {factor}x gradient accumulation (same effective batch)",
-                     replace(inp, batch=smaller)))
+                     replace(inp, batch=smaller, grad_accum=inp.grad_accum * factor)))
     if inp.eval_batch > 1:  # eval holds every sample's logits at once: with a large vocabulary it can be the peak
         smaller = inp.batch if inp.batch < inp.eval_batch else max(1, inp.eval_batch // 4)
         out.append(("smaller eval batch", {"per_device_eval_batch_size": smaller},
@@ -98,7 +102,7 @@ def _candidates(inp: MemoryInput) -> list[tuple[str, dict[str, Any], str, Memory
                                                            "lora_target_modules": list(targets)},
                         "NF4-quantized frozen base with rank-16 adapters",
                         replace(inp, lora_r=16, lora_targets=targets, load_in_4bit=True, mixed=inp.mixed or "bf16")))
-    if inp.num_gpus > 1 and inp.strategy != "cpu":
+    if inp.world_size > 1 and inp.strategy != "cpu":
         for strategy, text in (("zero2", "ZeRO-2: shard optimizer states and gradients"),
                                ("zero3", "ZeRO-3: shard parameters too"),
                                ("fsdp", "FSDP full shard"),
@@ -145,7 +149,7 @@ def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None,
         return ["CPU training: memory is host RAM; fine for small models and smoke tests."]
     out: list[str] = []
     cap = inp.capacity_bytes
-    single = memory.estimate(replace(inp, strategy="single", num_gpus=1))
+    single = memory.estimate(replace(inp, strategy="single", num_gpus=1, nodes=1))
     base_host = host_ram_needed(inp, base, dataloader_workers)
     if base.fits and not host_fits(base_host, host_capacity):
         return [f"Does not fit host RAM: the GPU side fits ({base.device_used / GIB:.1f} of {cap / GIB:.0f} GiB) but the "
@@ -168,7 +172,7 @@ def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None,
                    "and smaller layers could run it; consider LoRA on a quantized base.")
         return out
     for strategy in ("zero2", "zero3", "zero2_offload", "zero3_offload"):
-        if inp.num_gpus < 2 and strategy in ("zero2", "zero3"):
+        if inp.world_size < 2 and strategy in ("zero2", "zero3"):
             continue
         changed = replace(inp, strategy=strategy, mixed=inp.mixed or "bf16")
         est = memory.estimate(changed)
@@ -178,7 +182,7 @@ def advice(inp: MemoryInput, base: Estimate, host_capacity: float | None = None,
                        f"of host RAM, more than {HOST_USABLE:.0%} of this machine's {host_capacity / GIB:.1f} GiB.")  # type: ignore[operator]
             continue
         if est.fits:
-            out.append(f"Does not fit as {inp.strategy}; {strategy} on {inp.num_gpus} GPU(s) would use "
+            out.append(f"Does not fit as {inp.strategy}; {strategy} on {_gpus(inp)} would use "
                        f"{est.device_used / GIB:.1f} GiB per GPU" +
                        (f" and {est.host_ram / GIB:.0f} GiB of host RAM." if "offload" in strategy else "."))
             return out

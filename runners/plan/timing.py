@@ -6,9 +6,10 @@ One optimizer step on one GPU costs
 
 where ``work`` is the micro-batch's matmul FLOPs divided by the GPU's dense peak for the compute dtype
 (seconds at 100% utilisation), ``optimizer_s`` the optimizer's memory traffic over the GPU's bandwidth,
-and the constants are per-kernel and per-step overheads. Fixed overheads are why small models reach a
-low MFU: the efficiency is not a constant but falls out of the fit. The constants are fitted by
-``bench/time_accuracy.py`` on the measured H100 rows in ``bench/calibration/h100_trainer_peaks.jsonl``
+and the constants are per-kernel and per-step overheads. With several GPUs (on one node or several) the
+collectives' exposed seconds are added: what runners/plan/comms.py finds compute does not hide. Fixed
+overheads are why small models reach a low MFU: the efficiency is not a constant but falls out of the fit.
+The constants are fitted by ``bench/time_accuracy.py`` on the measured H100 rows in ``bench/calibration/h100_trainer_peaks.jsonl``
 (every third row held out before fitting; the held-out error is in ``bench/results/time_accuracy.md``).
 No torch import: this runs on the fast path of ``ftui --plan``.
 """
@@ -22,8 +23,9 @@ from functools import lru_cache
 from typing import Any
 
 from runners import paths, strategies
+from runners.plan import comms
 from runners.plan.architecture import Arch, params_for_task
-from runners.plan.memory import MemoryInput
+from runners.plan.memory import MemoryInput, half_compute
 
 GPUS_FILE = paths.ASSETS / "gpus.json"
 
@@ -169,7 +171,7 @@ def activation_bytes(inp: MemoryInput) -> float:
     (Korthikanti et al. 2022's terms), so the calibration does not move when the memory model does."""
     arch = inp.arch
     matmul = 2 if (inp.mixed or inp.dtype != "float32" or inp.load_in_4bit) else 4
-    residual = 2 if inp.dtype != "float32" or (inp.strategy in strategies.DEEPSPEED and inp.mixed) else 4
+    residual = 2 if inp.dtype != "float32" or half_compute(inp) else 4
     h, inter = arch.hidden, arch.intermediate
     qkv = arch.heads * arch.head_dim + 2 * arch.kv_heads * arch.head_dim
     mlp = inter * (3 if arch.gated_mlp else 2) * (arch.experts_per_token if arch.experts > 1 else 1)
@@ -201,6 +203,7 @@ class StepTime:
     parts: dict[str, float]
     dtype: str
     gpu: str
+    comms: comms.Comms | None = None  # several GPUs: the collectives, their bytes and what compute hides
 
 
 def step_time(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int = 1, tf32: bool = False) -> StepTime:
@@ -212,7 +215,7 @@ def step_time(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int = 1,
     layers = inp.arch.layers + inp.arch.decoder_layers
     overhead = LAYER_S * layers * (1.33 if inp.gradient_checkpointing else 1.0) + MICRO_S
     t_bytes = 4 if (inp.lora_r or inp.dtype == "float32" or inp.strategy in strategies.DEEPSPEED) else 2
-    shards = inp.num_gpus if inp.strategy in strategies.SHARDED and inp.strategy not in strategies.OFFLOAD else 1
+    shards = inp.world_size if inp.strategy in strategies.SHARDED and inp.strategy not in strategies.OFFLOAD else 1
     traffic = 7 * t_bytes * trainable / shards * OPT_TRAFFIC.get(inp.optim, 1.0)
     optimizer = traffic / (gpu.bandwidth_gbs * 1e9)
     optimizer += OPT_TENSOR_S.get(inp.optim, 0.0) * (_param_tensors(inp.arch) if not inp.lora_r else 2 * layers)
@@ -221,16 +224,18 @@ def step_time(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int = 1,
     parts = {"compute": compute * accumulation, "memory-bound ops": memory_bound * accumulation,
              "kernel overhead": overhead * accumulation,
              "optimizer": optimizer, "step overhead": STEP_S}
-    if inp.num_gpus > 1 and inp.strategy != "cpu":
-        grad_bytes = trainable * (2 if inp.mixed or inp.dtype != "float32" else 4)
-        factor = 3.0 if inp.strategy in ("zero3", "zero3_offload", "fsdp") else 2.0  # all-reduce, + param gathers
-        parts["communication"] = factor * grad_bytes * (inp.num_gpus - 1) / inp.num_gpus / (gpu.link_gbs * 1e9)
+    comm = None
+    if inp.world_size > 1 and inp.strategy != "cpu":  # overlapped with this micro-batch's forward and backward
+        micro = compute + memory_bound + overhead
+        forward_share = forward_flops(inp, inp.batch) / flops
+        comm = comms.estimate(inp, gpu, trainable, accumulation, micro * forward_share, micro * (1 - forward_share))
+        parts["communication (exposed)"] = comm.exposed_s
     if inp.strategy in strategies.OFFLOAD:
         parts["optimizer"] = 0.0
         parts["CPU offload"] = 16.0 * trainable / (HOST_OFFLOAD_GBS * 1e9)
     total = sum(parts.values())
     return StepTime(step_s=total, low_s=total * (1 - BAND), high_s=total * (1 + BAND), flops=flops * accumulation,
-                    parts=parts, dtype=dtype, gpu=gpu.key)
+                    parts=parts, dtype=dtype, gpu=gpu.key, comms=comm)
 
 
 def run_time(step: StepTime, total_steps: int, evaluations: int, eval_samples: int, inp: MemoryInput, gpu: GPU,
@@ -254,10 +259,11 @@ def summary(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int, total
     if measured_step_s:
         step, band, source = measured_step_s, PROBE_BAND, "probe"
     scale = step / est.step_s
-    wall = run_time(est, total_steps, evaluations, eval_samples, inp, gpu, inp.num_gpus, tf32)
+    world = inp.world_size
+    wall = run_time(est, total_steps, evaluations, eval_samples, inp, gpu, world, tf32)
     total = wall["train_s"] * scale + wall["eval_s"]
-    tokens = inp.batch * inp.seq * accumulation * inp.num_gpus
-    hours = total * inp.num_gpus / 3600
+    tokens = inp.batch * inp.seq * accumulation * world
+    hours = total * world / 3600
 
     def banded(value: float) -> dict[str, float]:
         return {"value": value, "low": value * (1 - band), "high": value * (1 + band)}
@@ -269,9 +275,10 @@ def summary(inp: MemoryInput, gpu: GPU, trainable: int, accumulation: int, total
         "tokens_per_s": {"value": tokens / step, "low": tokens / (step * (1 + band)), "high": tokens / (step * (1 - band))},
         "flops_per_step": est.flops, "mfu": est.flops / (step * gpu.peak(est.dtype)),
         "total_steps": total_steps, "wall_s": banded(total), "eval_s": wall["eval_s"],
-        "gpu_hours": banded(hours), "num_gpus": inp.num_gpus,
+        "gpu_hours": banded(hours), "num_gpus": world, "nodes": inp.nodes, "gpus_per_node": inp.num_gpus,
         "parts_s": {k: v for k, v in est.parts.items() if v > 0},
         "cost": banded(hours * price) if price is not None else None, "gpu_hour_price": price,
+        "communication": est.comms.to_json(est.step_s) if est.comms else None,
     }
     return out
 
@@ -280,7 +287,7 @@ def measured_only(inp: MemoryInput, measured_step_s: float, accumulation: int, t
                   eval_samples: int, price: float | None, tf32: bool = False) -> dict[str, Any]:
     """The ``time`` object from a measured step time alone (CPU training: no GPU peak to estimate from)."""
     step, band = measured_step_s, PROBE_BAND
-    tokens = inp.batch * inp.seq * accumulation * max(inp.num_gpus, 1)
+    tokens = inp.batch * inp.seq * accumulation * max(inp.world_size, 1)
     train = step * total_steps
 
     def banded(value: float) -> dict[str, float]:

@@ -138,10 +138,13 @@ def available(run_dir: Path) -> str:
     return ", ".join(names) or "none"
 
 
-def select(run_dir: Path, which: str | None = None, notes: list[str] | None = None) -> Checkpoint:
+def select(run_dir: Path, which: str | None = None, notes: list[str] | None = None,
+           purpose: str = "export") -> Checkpoint:
     """The checkpoint ``which`` names (best, last, final, N or checkpoint-N); by default the best one the
-    run marked, else its final model, else its last complete checkpoint. A UserError when there is none."""
+    run marked, else its final model, else its last complete checkpoint. A UserError when there is none;
+    ``purpose`` (export, load) is the verb its messages use."""
     notes = notes if notes is not None else []
+    done = {"export": "exported", "load": "loaded"}.get(purpose, purpose)
     run = run_dir.name
     if which is None:
         reasons: list[str] = []
@@ -153,7 +156,7 @@ def select(run_dir: Path, which: str | None = None, notes: list[str] | None = No
                 return found
             reasons.append(found)
         state = (rundir.read_status(run_dir) or {}).get("state", "unknown")
-        raise UserError(f"Run {run} has nothing to export: {'; '.join(reasons)} (state: {state}). A run saves "
+        raise UserError(f"Run {run} has nothing to {purpose}: {'; '.join(reasons)} (state: {state}). A run saves "
                         f"checkpoints as its cadence says; while it runs, 'ftui checkpoint {run}' saves one now.")
     spelled = which.strip().lower()
     step = spelled.removeprefix("checkpoint-")
@@ -164,7 +167,7 @@ def select(run_dir: Path, which: str | None = None, notes: list[str] | None = No
                             f"{available(run_dir)}. Pass one of them, or best, last or final.")
         trouble = problem(path)
         if trouble:
-            raise UserError(f"{path} cannot be exported (--checkpoint {which}): {trouble}. Its exportable "
+            raise UserError(f"{path} cannot be {done} (--checkpoint {which}): {trouble}. Its usable "
                             f"checkpoints: {available(run_dir)}.")
         return _make(path, f"checkpoint {int(step)}, as asked")
     if spelled not in CHOICES:
@@ -174,5 +177,5 @@ def select(run_dir: Path, which: str | None = None, notes: list[str] | None = No
              "last": lambda: _last(run_dir, notes)}[spelled]()
     if isinstance(found, Checkpoint):
         return found
-    raise UserError(f"Run {run} has no {spelled} checkpoint to export (--checkpoint {which}): {found}. Its checkpoints: "
+    raise UserError(f"Run {run} has no {spelled} checkpoint to {purpose} (--checkpoint {which}): {found}. Its checkpoints: "
                     f"{available(run_dir)}. Leave --checkpoint out to take the best, final or last one there is.")

@@ -3,7 +3,9 @@
 ``EventCallback`` is a ``TrainerCallback``: rank 0 writes start/log/eval/checkpoint/finish records,
 every rank writes its own memory record at each log. Stop and checkpoint requests are files in the
 run dir (``control/stop``, ``control/checkpoint``) so any viewer can ask; rank 0 reads them and
-broadcasts the decision, so every rank stops at the same step, after the same checkpoint.
+broadcasts the decision, so every rank stops at the same step, after the same checkpoint. That broadcast
+spans the whole world, every node of a multi-node run too; there each rank also says on its stdout at
+which step it stops, and the start record holds the world's layout (which rank runs on which node and host).
 Runs in the training process only: importing torch here is fine.
 """
 from __future__ import annotations
@@ -21,6 +23,20 @@ from runners.train.common import ControlFiles, RankInfo, agree, memory_record
 
 def _numbers(logs: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def world_layout(me: RankInfo) -> list[dict[str, Any]]:
+    """Every rank's node, local rank and host, gathered from all of them (rank order)."""
+    import socket
+
+    import torch.distributed as dist
+
+    mine = {"rank": me.rank, "node": me.node, "local_rank": me.local_rank, "host": socket.gethostname()}
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    return [g for g in gathered if isinstance(g, dict)]
 
 
 def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, num_train_samples: int | None = None):
@@ -50,7 +66,9 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
             self._last = (time.time(), state.global_step, getattr(state, "num_input_tokens_seen", 0) or 0)
             model = kwargs.get("model")
             trainable, total = parameter_counts(model) if model is not None else (None, None)
+            layout = world_layout(self.rank) if self.rank.nodes > 1 else None  # a collective: every rank calls it
             self.emit(ev.START, world_size=args.world_size, ranks=list(range(args.world_size)), devices=devices,
+                      **({"nodes": self.rank.nodes, "layout": layout} if layout else {}),
                       trainable_params=trainable, total_params=total,
                       total_steps=state.max_steps, num_epochs=args.num_train_epochs, num_train_samples=num_train_samples,
                       spec_hash=spec_hash, runner=runner, task=task, pid=os.getpid(), pgid=os.getpgid(0),
@@ -60,7 +78,7 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             step = state.global_step
-            self.writer.emit(ev.MEMORY, **memory_record(self.rank.rank, step))
+            self.writer.emit(ev.MEMORY, **memory_record(self.rank.rank, step, self.rank))
             if not self.rank.is_main:
                 return
             numbers = _numbers(logs)
@@ -128,6 +146,9 @@ def make_event_callback(run_dir: Path, spec_hash: str, runner: str, task: str, n
                 control.should_save = True
                 control.should_training_stop = True
                 self.stop_reason = "user request"
+                if self.rank.nodes > 1:
+                    print(f"ftui: stop requested: checkpoint at step {state.global_step}, then stop (node "
+                          f"{self.rank.node}, rank {self.rank.rank})", flush=True)
                 if self.rank.is_main:
                     self.control_files.clear(rundir.STOP_REQUEST)
                     self.writer.emit(ev.MESSAGE, level="info",

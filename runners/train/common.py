@@ -49,25 +49,36 @@ def configure_tracking(spec: RunSpec, run_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class RankInfo:
+    """This process's place: global ``rank``, ``local_rank`` on its node, and ``node`` of ``nodes`` (a multi-node
+    run's launch.sh exports FTUI_NODE_RANK and FTUI_NNODES: runners/launch/multinode.py)."""
+
     rank: int
     local_rank: int
     world_size: int
+    node: int = 0
+    nodes: int = 1
 
     @classmethod
     def from_env(cls) -> RankInfo:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("WORLD_SIZE", 1)))
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)),
+                   int(env.get("FTUI_NODE_RANK") or 0), int(env.get("FTUI_NNODES") or 1))
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def memory_record(rank: int, step: int) -> dict[str, Any]:
-    """This process's memory: torch.cuda counters on GPU, resident set size always."""
+def memory_record(rank: int, step: int, where: RankInfo | None = None) -> dict[str, Any]:
+    """This process's memory: torch.cuda counters on GPU, resident set size always. In a multi-node run
+    (``where.nodes`` > 1) also its ``node`` and ``host``: a viewer's NVML sees only its own machine's GPUs."""
     import psutil
 
     record: dict[str, Any] = {"step": step, "rank": rank, "rss": psutil.Process().memory_info().rss, "device": "cpu"}
+    if where is not None and where.nodes > 1:
+        import socket
+
+        record.update(node=where.node, host=socket.gethostname())
     try:
         import torch
 

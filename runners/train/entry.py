@@ -1,8 +1,8 @@
 """Training entry point, run in every rank: ``python -m runners.train --run-dir DIR``.
 
 Loads the run dir's spec, prefixes this rank's output lines with ``[rank N]`` when there are several
-ranks, and hands over to the runner module. Any exception becomes a ``crash`` record (one-line
-error and traceback) from the failing rank, and exit code 1.
+ranks (``[nK rN]``, node and global rank, in a multi-node run), and hands over to the runner module.
+Any exception becomes a ``crash`` record (one-line error and traceback) from the failing rank, and exit code 1.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def load_run_spec(run_dir: Path) -> specmod.RunSpec:
     os.environ.pop(redaction.SECRETS_ENV, None)
     spec = specmod.load(run_dir / rundir.SPEC_FILE, secrets=slots)
     token = spec.training.pop("hub_token", None)
-    if token:
+    if token and token != redaction.REDACTED:  # another node of a multi-node run is not handed the secrets
         os.environ["HF_TOKEN"] = str(token)
     return spec
 
@@ -70,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     run_dir = Path(args.run_dir).resolve()
     rank = int(os.environ.get("RANK", 0))
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        sys.stdout = RankPrefixed(sys.stdout, f"[rank{rank}] ")
-        sys.stderr = RankPrefixed(sys.stderr, f"[rank{rank}] ")
+    node = int(os.environ.get("FTUI_NODE_RANK") or 0)
+    multinode = int(os.environ.get("FTUI_NNODES") or 1) > 1
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 or multinode:
+        prefix = f"[n{node} r{rank}] " if multinode else f"[rank{rank}] "
+        sys.stdout = RankPrefixed(sys.stdout, prefix)
+        sys.stderr = RankPrefixed(sys.stderr, prefix)
     try:
         loopback.hold_loopback_store()  # rank 0: the process-group store listens on loopback only
         spec = load_run_spec(run_dir)
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if str(exc) else type(exc).__name__
         with ev.EventWriter(run_dir / ev.EVENTS_FILE, rank=rank) as writer:
-            writer.emit(ev.CRASH, rank=rank, error=error, traceback=traceback.format_exc()[-8000:])
+            writer.emit(ev.CRASH, rank=rank, error=error, traceback=traceback.format_exc()[-8000:],
+                        **({"node": node} if multinode else {}))
         traceback.print_exc()
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     return 0

@@ -53,7 +53,8 @@ def load_model(spec: RunSpec, auto_class: Any, writer: ev.EventWriter | None, ba
     return adapters.wrap(spec, model, writer, base_dir, pad_token_id) if spec.model.lora else model
 
 
-def _classification_metrics(eval_pred: Any) -> dict[str, float]:
+def classification_metrics(eval_pred: Any) -> dict[str, float]:
+    """The seq-cls evaluation metrics (``ftui eval`` computes the same on a held-out file)."""
     import numpy as np
     from sklearn.metrics import f1_score
 
@@ -71,12 +72,10 @@ def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any,
                    roles: dict[str, str]) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenised datasets, the collator and model kwargs (labels) for the task."""
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    max_len = spec.dataset.max_seq_length
-    text, pair = roles["text"], roles.get("text_pair")
     extra: dict[str, Any] = {}
-    collator: Callable[[list[dict[str, Any]]], dict[str, Any]]  # the three collators share no base class
+    mapping: dict[Any, int] = {}
+    regression = False
     if spec.task == "seq-cls":
         labels = data.label_list(train_df, eval_df, roles["label"])
         regression = all(isinstance(v, float) and not float(v).is_integer() for v in labels[:50]) and len(labels) > 20
@@ -84,7 +83,23 @@ def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any,
         extra = {"num_labels": 1} if regression else {
             "num_labels": len(labels), "id2label": {i: str(v) for v, i in mapping.items()},
             "label2id": {str(v): i for v, i in mapping.items()}}
+    encode, collator = encoder(spec, tokenizer, roles, mapping, regression)
+    columns = list(train_df.columns)
+    train_ds = Dataset.from_pandas(train_df, preserve_index=False).map(encode, batched=True, remove_columns=columns)
+    eval_ds = Dataset.from_pandas(eval_df, preserve_index=False).map(encode, batched=True, remove_columns=list(eval_df.columns))
+    return train_ds, eval_ds, {"collator": collator, **extra}
 
+
+def encoder(spec: RunSpec, tokenizer: Any, roles: dict[str, str], mapping: dict[Any, int],
+            regression: bool = False) -> tuple[Callable[[dict[str, list]], dict[str, Any]], Any]:
+    """The batch encoding and the collator of the task (seq-cls labels through ``mapping``: value -> id);
+    ``ftui eval`` encodes a held-out file with them."""
+    from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    max_len = spec.dataset.max_seq_length
+    text, pair = roles["text"], roles.get("text_pair")
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]]  # the three collators share no base class
+    if spec.task == "seq-cls":
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             out = tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_len)
             label_values = batch[roles["label"]]
@@ -103,10 +118,7 @@ def build_datasets(spec: RunSpec, tokenizer: Any, train_df: Any, eval_df: Any,
     else:
         raise UserError(f"The hf_trainer runner trains seq-cls, causal-lm and seq2seq; task '{spec.task}' needs "
                         "another runner (embedding: runner sentence_transformers).")
-    columns = list(train_df.columns)
-    train_ds = Dataset.from_pandas(train_df, preserve_index=False).map(encode, batched=True, remove_columns=columns)
-    eval_ds = Dataset.from_pandas(eval_df, preserve_index=False).map(encode, batched=True, remove_columns=list(eval_df.columns))
-    return train_ds, eval_ds, {"collator": collator, **extra}
+    return encode, collator
 
 
 def training_arguments(spec: RunSpec, run_dir: Path, num_train: int, world_size: int) -> dict[str, Any]:
@@ -164,7 +176,7 @@ def train(spec: RunSpec, run_dir: Path) -> None:
     trainer_cls.lm = spec.task in ("causal-lm", "seq2seq")
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
                           processing_class=tokenizer, callbacks=[callback],
-                          compute_metrics=_classification_metrics if spec.task == "seq-cls" else None)
+                          compute_metrics=classification_metrics if spec.task == "seq-cls" else None)
     result = trainer.train(resume_from_checkpoint=spec.training.get("resume_from_checkpoint"))
     trainer.save_model(str(run_dir / "output" / "final"))
     callback.finish(result.metrics, trainer.state.global_step)

@@ -83,14 +83,20 @@ def sft_arguments(spec: RunSpec, run_dir: Path, num_train: int, world_size: int)
     """The SFTConfig kwargs: the spec's training values, the suggested cadence, trl's data options from the dataset
     section, and ftui's plumbing. trl's defaults that change memory (gradient checkpointing and bf16 on) give way to
     TrainingArguments' (off), which the plan assumes, unless the spec sets them."""
-    ds = spec.dataset
     args = cadence.training_arguments(spec, num_train, world_size)
-    args.update(max_length=ds.max_seq_length, packing=ds.packing, completion_only_loss=ds.completion_only_loss,
-                assistant_only_loss=ds.assistant_only_loss, dataset_text_field="text")
+    args.update(data_arguments(spec))
     if "gradient_checkpointing" not in args:  # its new name, so transformers does not warn about the old one
         args.setdefault("activation_checkpointing", False)
     args.setdefault("bf16", False)
     return trainer_plumbing(spec, run_dir, world_size, args)
+
+
+def data_arguments(spec: RunSpec) -> dict[str, Any]:
+    """trl's data options from the dataset section: how rows are cut, packed and masked for the loss (``ftui eval``
+    prepares a held-out file with the same)."""
+    ds = spec.dataset
+    return {"max_length": ds.max_seq_length, "packing": ds.packing, "completion_only_loss": ds.completion_only_loss,
+            "assistant_only_loss": ds.assistant_only_loss, "dataset_text_field": "text"}
 
 
 def recount_cadence(spec: RunSpec, args: Any, num_rows: int, world_size: int) -> None:

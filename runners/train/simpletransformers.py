@@ -178,13 +178,21 @@ def st_frame(df: Any, roles: dict[str, str], label_map: dict[Any, Any] | None) -
     return pd.DataFrame({"text": df[roles["text"]].astype(str), "labels": labels})
 
 
+def extra_metrics(num_labels: int) -> dict[str, Any]:
+    """The metrics ftui adds to simpletransformers' own (mcc, tp/tn/fp/fn, auroc, auprc): accuracy and F1, as
+    ``eval_model`` keyword arguments (``ftui eval`` passes the same)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    average = "binary" if num_labels == 2 else "macro"
+    return {"accuracy": accuracy_score, "f1": lambda y, p: f1_score(y, p, average=average, zero_division=0)}
+
+
 def _python(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
 def train(spec: RunSpec, run_dir: Path) -> None:
     import torch
-    from sklearn.metrics import accuracy_score, f1_score
     from transformers import set_seed
 
     rank = RankInfo.from_env()
@@ -204,10 +212,7 @@ def train(spec: RunSpec, run_dir: Path) -> None:
     args = classification_args(spec, run_dir, len(train_df), use_cuda, n_gpu, regression)
     if regression:
         args["regression"] = True
-    metrics: dict[str, Any] = {}
-    if not regression:
-        average = "binary" if num_labels == 2 else "macro"
-        metrics = {"accuracy": accuracy_score, "f1": lambda y, p: f1_score(y, p, average=average, zero_division=0)}
+    metrics = {} if regression else extra_metrics(num_labels)
     if args["early_stopping_metric"] not in ("eval_loss", "mcc", "auroc", "auprc", "tp", "tn", "fp", "fn") \
             and args["early_stopping_metric"] not in metrics:
         raise UserError(f"The best-model metric '{args['early_stopping_metric']}' is not one simpletransformers computes "

@@ -105,6 +105,7 @@ def expected_from_log_history(log_history: list[dict[str, Any]]) -> dict[str, di
     out: dict[str, dict[int, dict[str, float]]] = {"log": {}, "eval": {}, "finish": {}}
     for entry in log_history:
         values = {k: v for k, v in entry.items() if k not in ("step", "epoch") and isinstance(v, (int, float))}
-        kind = "finish" if "train_runtime" in values else "eval" if any(k.startswith("eval_") for k in values) else "log"
+        final = "train_runtime" in values and "train_loss" in values  # steps log train_runtime too (tokens seen on)
+        kind = "finish" if final else "eval" if any(k.startswith("eval_") for k in values) else "log"
         out[kind].setdefault(entry["step"], {}).update(values)
     return out

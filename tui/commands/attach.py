@@ -4,7 +4,8 @@
 one snapshot (``--json``: the RunHistory snapshot plus source, state, processes and warnings).
 ``--stop`` signals a job ftui did not start; only ftui runs can stop gracefully after a checkpoint
 (``ftui stop RUN``), so for those it points there instead. ``ps`` lists training jobs grouped by
-launcher with their output dirs and GPU memory. Neither imports torch, transformers or wandb
+launcher with their output dirs and GPU memory, then this user's Slurm training jobs (runners/watch/slurm.py;
+a Slurm job id attaches like a PID). Neither imports torch, transformers or wandb
 (a wandb source imports wandb's protobufs only when opened).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from runners import events as ev
@@ -27,8 +29,9 @@ SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM}
 def attach_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftui attach", description=(
         "Watch a training job: an ftui run dir or run id, a Trainer / sentence-transformers / simpletransformers "
-        "output dir, a TensorBoard log dir, a wandb run dir, or a PID (see 'ftui ps')."))
-    p.add_argument("target", help="path, run id, or PID")
+        "output dir, a TensorBoard log dir, a wandb run dir, a PID, or a Slurm job id (see 'ftui ps')."))
+    p.add_argument("target", help="path, run id, PID, or Slurm job id (slurm:JOBID; a bare number that is no "
+                   "training process here is tried as one)")
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
     p.add_argument("--runs-dir", help="where ftui run ids are looked up (default $FTUI_RUNS_DIR or ./runs)")
@@ -40,7 +43,8 @@ def attach_parser() -> argparse.ArgumentParser:
 
 
 def ps_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ftui ps", description="List training jobs on this machine, grouped by launcher.")
+    p = argparse.ArgumentParser(prog="ftui ps", description="List training jobs on this machine, grouped by launcher, "
+                                "and this user's Slurm training jobs (ftui's and others) when Slurm is here.")
     p.add_argument("--json", action="store_true", help="print the jobs as JSON")
     return p
 
@@ -121,6 +125,8 @@ def stop(source: Any, signame: str, yes: bool) -> int:
         raise UserError(
             f"'{source.label}' is an ftui run: stop it gracefully, after a checkpoint, with 'ftui stop {source.label}' "
             f"(or 'ftui kill {source.label}' to end it now). --stop is for jobs ftui did not start.")
+    if source.kind == "slurm":
+        return stop_slurm(source, signame, yes)
     status = source.status()
     job = getattr(source, "job", None)
     if job is None:
@@ -147,6 +153,26 @@ def stop(source: Any, signame: str, yes: bool) -> int:
     left = procs.wait_gone(job.pids, 15.0)
     sys.stdout.write(f"Still running after 15 s: {left}. Try --signal TERM.\n" if left else "The job has ended.\n")
     return 0 if not left else 1
+
+
+def stop_slurm(source: Any, signame: str, yes: bool) -> int:
+    """--stop on a foreign Slurm job: scancel --signal=INT (the Trainer leaves its loop), or TERM: cancel it."""
+    from runners.launch import slurm
+
+    job_id = source.job.job_id
+    sys.stdout.write(f"{source.label} was not started by ftui: a graceful, checkpointed stop is only possible for "
+                     f"ftui-launched runs. " + ("SIGINT goes to its steps (scancel --signal=INT)" if signame == "INT" else
+                                                 "It is cancelled (scancel)") + "; progress since the last checkpoint "
+                     "is lost.\n")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError("--stop needs confirmation and stdin is not a terminal: add --yes to send the signal.")
+        if input(f"Stop Slurm job {job_id}? [y/N] ").strip().lower() not in ("y", "yes"):
+            sys.stdout.write("Nothing sent.\n")
+            return 1
+    ok, done = slurm.scancel(job_id, "INT" if signame == "INT" else None)
+    sys.stdout.write(done + "\n")
+    return 0 if ok else 1
 
 
 def attach(argv: list[str]) -> int:
@@ -180,7 +206,19 @@ def _gib(n: int | None) -> str:
     return "N/A" if n is None else f"{n / 2**30:.1f}G"
 
 
+def write_slurm_jobs(jobs: list[Any]) -> None:
+    """`ftui ps`'s Slurm section: one line per job, ftui's (its run) and foreign (its output dir)."""
+    for job in jobs:
+        where = f"ftui run {Path(job.run_dir).name}" if job.run_dir else \
+            f"output: {job.output_dir or '?'}" + (f" ({job.output_dir_from})" if job.output_dir else f" ({job.evidence})")
+        sys.stdout.write(f"slurm job {job.job_id}  {job.state}" + (f" ({job.reason})" if job.reason else "")
+                         + f"  {job.nodes or '?'} node(s) {job.nodelist or ''}  {job.name or ''}  {where}\n")
+    if jobs:
+        sys.stdout.write("Attach with: ftui attach slurm:JOBID\n")
+
+
 def ps(argv: list[str]) -> int:
+    from runners.watch import slurm
     from runners.watch.procs import find_jobs
     from runners.watch.telemetry import Telemetry
 
@@ -189,10 +227,13 @@ def ps(argv: list[str]) -> int:
     t0 = time.perf_counter()
     jobs, notes = find_jobs(telemetry)
     telemetry.close()
+    queued = slurm.list_jobs() or []  # this user's Slurm training jobs (none without Slurm: the normal case)
     if args.json:
         sys.stdout.write(json.dumps({"jobs": [j.to_json() for j in jobs], "notes": notes,
+                                     "slurm_jobs": [j.to_json() for j in queued],
                                      "scan_seconds": round(time.perf_counter() - t0, 3)}, indent=1) + "\n")
         return 0
+    write_slurm_jobs(queued)
     if not jobs:
         sys.stdout.write("No training processes found on this machine.\n")
     for job in jobs:

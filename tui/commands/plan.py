@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load_in_4bit", action="store_true", default=None, help="QLoRA: NF4 base (needs LoRA)")
     p.add_argument("--load_in_8bit", action="store_true", default=None, help="8-bit base (needs LoRA)")
     p.add_argument("--strategy", choices=list(specmod.STRATEGIES))
-    p.add_argument("--num_gpus", type=int)
+    p.add_argument("--num_gpus", type=int, help="GPUs per node (hardware.num_processes)")
+    p.add_argument("--nodes", type=int, help="machines; the world size is nodes x --num_gpus (default 1)")
+    p.add_argument("--interconnect_gbps", type=float,
+                   help="bandwidth between nodes, per node, in Gb/s (default: the GPU's typical node, e.g. 3200 for H100)")
     p.add_argument("--gpu_memory_gib", type=float, help="memory per GPU (default: what NVML sees, else 80)")
     p.add_argument("--cuda_context_mib", type=float, help="override of the non-tensor overhead, for calibration")
     p.add_argument("--num_train_samples", type=int, help="training rows (default: counted from the dataset)")
@@ -111,6 +114,12 @@ def spec_from_args(args: argparse.Namespace) -> specmod.RunSpec:
         if args.num_gpus < 1:
             raise UserError(f"--num_gpus must be at least 1, got {args.num_gpus}.")
         data["hardware"]["num_processes"] = args.num_gpus
+    if args.nodes is not None:
+        if args.nodes < 1:
+            raise UserError(f"--nodes must be at least 1, got {args.nodes}.")
+        data["hardware"]["nodes"] = args.nodes
+    if args.interconnect_gbps is not None:
+        data["hardware"]["interconnect_gbps"] = args.interconnect_gbps
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                 "num_train_epochs", "optim"):
         value = getattr(args, key)

@@ -17,6 +17,12 @@ def _gib(value: float) -> str:
     return f"{value / GIB:,.2f} GiB"
 
 
+def gpus_label(data: dict) -> str:
+    """'8', or '2 nodes × 8' for a multi-node run."""
+    nodes = int(data.get("nodes") or 1)
+    return f"{nodes} nodes × {data['num_gpus']}" if nodes > 1 else str(data["num_gpus"])
+
+
 def memory_bar(used: float, capacity: float, width: int = 40) -> Text:
     frac = min(used / capacity, 1.0) if capacity else 1.0
     filled = round(frac * width)
@@ -48,7 +54,30 @@ def time_table(data: dict) -> Table | Text:
         lambda v: f"{v:,.2f}")
     if t.get("mfu"):
         table.add_row("model FLOPs utilisation", f"{100 * t['mfu']:.0f}%", "")
+    comm = t.get("communication")
+    if comm:
+        table.add_row("communication per GPU and step", f"{comm['intra_node_bytes_per_gpu'] / 1e9:,.1f} GB in node",
+                      f"{comm['inter_node_bytes_per_gpu'] / 1e9:,.1f} GB across nodes" if comm["nodes"] > 1 else "")
+        table.add_row("collectives per step", span(comm["comm_s"]),
+                      f"{span(comm['exposed_s'])} exposed ({100 * comm['exposed_share']:.0f}% of the step)")
     return table
+
+
+def comm_text(data: dict) -> Text | None:
+    """One line on the links the collectives use; in bold when communication dominates the step."""
+    comm = (data.get("time") or {}).get("communication")
+    if not comm:
+        return None
+    where = (f"{comm['nodes']} nodes x {comm['gpus_per_node']} GPUs, {comm['inter_node_gbps']:,.0f} Gb/s per node across "
+             f"({comm['inter_node_source']})" if comm["nodes"] > 1 else
+             f"{comm['gpus_per_node']} GPUs on one node, {comm['intra_node_gbs']:,.0f} GB/s per GPU")
+    if comm["dominates"]:
+        return Text(f"communication dominates: {100 * comm['exposed_share']:.0f}% of the step waits for the links "
+                    f"({where}); more bandwidth (--interconnect_gbps), fewer nodes or larger micro-batches help",
+                    style="bold yellow")
+    bound = " (communication-bound: the collectives take longer than the compute they overlap)" \
+        if comm["bound"] == "communication" else ""
+    return Text(f"communication: {where}{bound}", style="dim")
 
 
 def probe_text(probe: dict) -> Group:
@@ -92,7 +121,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
     head = Text.assemble(
         (f"{data['model']['name']}", "bold"), f"  {data['model']['params'] / 1e6:,.1f}M params",
         f" ({data['model']['trainable_params'] / 1e6:,.2f}M trainable)  ",
-        f"{data['task']} · {data['runner']} · {data['strategy']} × {data['num_gpus']}  ", verdict)
+        f"{data['task']} · {data['runner']} · {data['strategy']} × {gpus_label(data)}  ", verdict)
     where = "host RAM" if plan.inputs.strategy == "cpu" else "per GPU"
     summary = Table.grid(padding=(0, 2))
     summary.add_row(f"device used ({where})", memory_bar(est.device_used, est.capacity))
@@ -102,9 +131,9 @@ def render(plan: Plan, console: Console | None = None) -> None:
                     (f" (measured-error band {band['low'] / GIB:.1f}-{band['high'] / GIB:.1f} GiB, {conf['route']})"
                      if band else ""))
     host_cap = data.get("host_ram_capacity_bytes")
-    summary.add_row("host RAM", Text(f"{_gib(data['host_ram_bytes'])}" + (f" of {_gib(host_cap)} ({data['host_ram_source']})"
-                                                                          if host_cap else ""),
-                                     style="" if data["fits_host"] else "bold red"))
+    host_text = _gib(data["host_ram_bytes"]) + (f" of {_gib(host_cap)} ({data['host_ram_source']})" if host_cap else "")
+    summary.add_row("host RAM" + (" per node" if int(data.get("nodes") or 1) > 1 else ""),
+                    Text(host_text, style="" if data["fits_host"] else "bold red"))
     summary.add_row("largest batch that fits", str(data["max_per_device_train_batch_size"]))
 
     comps = Table(title=f"Components at the peak ({est.phase})", expand=True)
@@ -143,6 +172,9 @@ def render(plan: Plan, console: Console | None = None) -> None:
     if cad:
         console.print(parts[3])
     console.print(time_table(data))
+    line = comm_text(data)
+    if line is not None:
+        console.print(line)
     if plan.probe:
         console.print(probe_text(plan.probe))
     if plan.loss:

@@ -3,7 +3,8 @@
 Launching validates everything first (spec, model, data, cadence through the real
 TrainingArguments), then writes the run dir and starts the job in its own session. `--headless`
 follows it with a progress bar and exits with the run's exit code; Ctrl-C detaches and leaves the
-run going. Imports neither Textual nor torch.
+run going. `--slurm` submits it to a Slurm cluster instead (runners/launch/slurm.py). Imports neither
+Textual nor torch.
 """
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach", action="store_true", help="start the run and return at once")
     p.add_argument("--strategy", choices=list(specmod.STRATEGIES))
     p.add_argument("--num_processes", type=int, help="processes per node (GPUs, or CPU processes without GPUs)")
+    p.add_argument("--master-addr", metavar="HOST", help="a multi-node run (hardware.nodes > 1): node 0's name or "
+                   "address, which the other nodes reach (default: $FTUI_MASTER_ADDR, else this machine's name)")
+    p.add_argument("--master-port", type=int, metavar="PORT", help="a multi-node run: the port node 0 listens on for "
+                   "the other nodes (default: $FTUI_MASTER_PORT, else a free one)")
+    slurm = p.add_argument_group("Slurm", "submit the run to a Slurm cluster instead of starting it on this machine")
+    slurm.add_argument("--slurm", action="store_true", help="write RUN/sbatch.sh (hardware.nodes nodes, one task each) "
+                       "and submit it with sbatch; the run is pending while queued")
+    slurm.add_argument("--partition", help="sbatch --partition")
+    slurm.add_argument("--time", help="sbatch --time (the job's time limit, e.g. 4:00:00)")
+    slurm.add_argument("--account", help="sbatch --account")
+    slurm.add_argument("--qos", help="sbatch --qos")
+    slurm.add_argument("--sbatch-arg", action="append", default=[], metavar="OPTION",
+                       help="any other sbatch option, passed as it is; repeatable: --sbatch-arg=--mem=64G")
+    slurm.add_argument("--dry-run", action="store_true", help="with --slurm: write the run dir and sbatch.sh and print "
+                       "the script, without submitting it")
 
 
 def parser_for(command: str) -> argparse.ArgumentParser:
@@ -61,7 +77,8 @@ def parser_for(command: str) -> argparse.ArgumentParser:
     elif command == "runs":
         _common(p)
         p.add_argument("--json", action="store_true", help="a list of objects: id, state, runner, step, max_steps, "
-                       "best, duration_s, started, path")
+                       "best, held_out (the newest ftui eval result), duration_s, started, path, slurm_job_id and slurm "
+                       "(a Slurm run's queue state)")
         p.add_argument("--wide", action="store_true", help="every column (runner, start time, path)")
     else:
         p.add_argument("run", help="run id, unique part of it, path, or 'latest'")
@@ -109,7 +126,8 @@ def follow(run_dir: Path) -> int:
                     info.append(f"{key} {metrics.get(key, float('nan')):.4f}")
                 if history.best:
                     info.append(f"best@{history.best['step']}")
-                progress.update(task, description=history.state if history.step else status.get("state", "starting"),
+                progress.update(task, description=history.state if history.step else
+                                runstate.shown_state(status) if status else "starting",
                                 total=history.max_steps, completed=history.step, info="  ".join(info))
                 if status.get("state") in rundir.TERMINAL_STATES:
                     history.apply(reader.poll())
@@ -147,7 +165,7 @@ def main(command: str, argv: list[str]) -> int:
     args = parser_for(command).parse_args(argv)
     runs_dir = rundir.default_runs_dir(getattr(args, "runs_dir", None))
     if command in ("run", "demo", "resume"):
-        from runners.launch import launcher
+        from runners.launch import launcher, multinode
 
         resumed_from = None
         if command == "run":
@@ -163,13 +181,25 @@ def main(command: str, argv: list[str]) -> int:
                 print(f"ftui resume: {note}", file=sys.stderr)
             print(f"ftui resume: from {spec.training['resume_from_checkpoint']}", file=sys.stderr)
         spec = launcher.apply_overrides(spec, args.strategy, args.num_processes)
-        run_dir = launcher.launch(spec, runs_dir, resumed_from=resumed_from)
+        if args.slurm or args.dry_run or args.partition or args.time or args.account or args.qos or args.sbatch_arg:
+            return _submit(command, spec, runs_dir, resumed_from, args)
+        rdzv = multinode.for_run(spec.hardware.nodes, args.master_addr, args.master_port)
+        run_dir = launcher.launch(spec, runs_dir, resumed_from=resumed_from, rdzv=rdzv)
+        for line in multinode.announce(run_dir, spec.hardware.nodes, rdzv) if rdzv else []:
+            print(f"ftui {command}: {line}", file=sys.stderr)
         return _open_or_follow(run_dir, args)
     if command == "runs":
         return list_runs(runs_dir, args.json, args.wide)
     run_dir = find(runs_dir, args.run)
     if command == "stop":
-        print(control.stop(run_dir, timeout=args.wait, escalate=args.wait is not None))
+        grace = args.wait
+        if grace is None and (rundir.read_status(run_dir) or {}).get("slurm_job_id"):
+            from runners.launch import slurm
+
+            grace = float(slurm.STOP_GRACE_SECONDS)  # a job on the cluster: scancel if the stop stalls
+            print(f"ftui stop: asking {run_dir.name} to stop; waiting up to {grace:.0f}s for its checkpoint and end, then "
+                  "scancel (--wait SECONDS changes it)", file=sys.stderr, flush=True)
+        print(control.stop(run_dir, timeout=grace, escalate=grace is not None))
     elif command == "checkpoint":
         print(control.checkpoint(run_dir))
     elif command == "kill":
@@ -181,6 +211,30 @@ def main(command: str, argv: list[str]) -> int:
                 return 1
         print(control.kill(run_dir))
     return 0
+
+
+def _submit(command: str, spec: specmod.RunSpec, runs_dir: Path, resumed_from: str | None, args: argparse.Namespace) -> int:
+    """``--slurm``: the run dir and sbatch.sh, submitted (or, with --dry-run, printed for review)."""
+    from runners.launch import slurm
+
+    if not args.slurm:
+        raise UserError("--partition, --time, --account, --qos, --sbatch-arg and --dry-run are for a Slurm job: add "
+                        f"--slurm (ftui {command} ... --slurm --partition P).")
+    if args.master_addr or args.master_port:
+        raise UserError("--master-addr and --master-port place the nodes of a run started by hand; under --slurm the "
+                        "first node Slurm allocates hosts the rendezvous. Leave them out.")
+    options = slurm.SlurmOptions(partition=args.partition, time=args.time, account=args.account, qos=args.qos,
+                                 extra=list(args.sbatch_arg))
+    run_dir = slurm.launch(spec, runs_dir, options, dry_run=args.dry_run, resumed_from=resumed_from)
+    script = run_dir / slurm.SCRIPT
+    if args.dry_run:
+        sys.stdout.write(script.read_text())
+        print(f"ftui {command}: wrote {script} (not submitted). Submit it as it is with: sbatch {script}", file=sys.stderr)
+        return 0
+    job = (rundir.read_status(run_dir) or {}).get("slurm_job_id")
+    print(f"ftui {command}: submitted Slurm job {job} ({script}); the run is pending while it is queued",
+          file=sys.stderr)
+    return _open_or_follow(run_dir, args)
 
 
 def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
@@ -196,23 +250,39 @@ def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)) if start else None
         rows.append({"id": path.name, "run": path.name, "state": status.get("state"), "runner": status.get("runner"),
                      "step": history.step, "max_steps": history.max_steps, "best": history.best,
+                     "held_out": held_out(path),
                      "duration_s": round(duration, 1) if duration is not None else None, "started": started, "path": str(path),
                      "orphaned": bool(status.get("orphaned")), "error": status.get("error"),
-                     "note": status.get("note")})
+                     "note": status.get("note"), "shown_state": runstate.shown_state(status),
+                     "slurm_job_id": status.get("slurm_job_id"), "slurm": status.get("slurm")})
     return rows
+
+
+def held_out(run_dir: Path) -> dict[str, Any] | None:
+    """The newest `ftui eval` result of a run, in short: its ranking metric, checkpoint, file and record."""
+    from runners.results import evaluate
+
+    content = evaluate.latest(run_dir)
+    top = evaluate.headline(content) if content else None
+    if content is None or top is None:
+        return None
+    return {"metric": top[0], "value": top[1], "checkpoint": (content.get("checkpoint") or {}).get("name"),
+            "data": (content.get("data") or {}).get("path"), "created_at": content.get("created_at"),
+            "record": content["file"]}
 
 
 NARROW = ("id", "state", "step", "best", "duration")
 WIDE = ("id", "state", "runner", "step", "best", "duration", "started", "path")
-FOLDED = {"runner": 10, "best": 8, "started": 10, "path": 16}  # folded columns: their narrowest
+FOLDED = {"runner": 10, "best": 8, "held-out": 8, "started": 10, "path": 16}  # folded columns: their narrowest
 
 
 def _cells(r: dict[str, Any]) -> dict[str, str]:
     best = r["best"]
-    return {"id": r["id"], "state": str(r["state"]) + (" (orphaned)" if r["orphaned"] else ""),
+    return {"id": r["id"], "state": r["shown_state"],
             "runner": str(r["runner"] or ""), "step": f"{r['step']}/{r['max_steps'] or '?'}",
             "best": f"{str(best['metric']).removeprefix('eval_')}={best['value']:.4g}"
             if best and best.get("value") is not None else "",
+            "held-out": f"{r['held_out']['metric'].removeprefix('eval_')}={r['held_out']['value']:.4g}" if r["held_out"] else "",
             "duration": clock(r["duration_s"]) if r["duration_s"] is not None else "",
             "started": (r["started"] or "")[:16].replace("T", " "), "path": r["path"]}
 
@@ -241,7 +311,10 @@ def list_runs(runs_dir: Path, as_json: bool, wide: bool = False) -> int:
     from rich.table import Table
 
     console = Console()
-    columns = WIDE if wide else NARROW
+    columns: tuple[str, ...] = WIDE if wide else NARROW
+    if any(r["held_out"] for r in rows):  # a held-out column once any run has an ftui eval result
+        at = columns.index("best") + 1
+        columns = (*columns[:at], "held-out", *columns[at:])
     cells = [_cells(r) for r in rows]
     widths = fit_widths({c: max([len(c)] + [len(row[c]) for row in cells]) for c in columns},
                         console.width - 3 * len(columns) - 1)

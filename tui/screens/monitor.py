@@ -27,9 +27,10 @@ from tui.messages import HistoryUpdated, TelemetrySampled
 from tui.screens.monitor_actions import MonitorActionsMixin
 from tui.widgets.alerts import AlertWatcher
 from tui.widgets.chart import ChartLine, LineChart
-from tui.widgets.eval_table import EvalTable
+from tui.widgets.eval_table import EvalTable, HeldOut
 from tui.widgets.footer import Footer
 from tui.widgets.panels import ENDED_STATES, CheckpointList, LogTail, ProgressPanel, ResourcePanel, run_state
+from tui.widgets.try_panel import TryPanel
 
 if TYPE_CHECKING:  # tui.app imports this module when it opens a monitor
     from runners.watch.sources import Source
@@ -91,6 +92,8 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
         Binding("e", "tab('evals')", "Evals", show=False, tooltip="show the evaluations table"),
         Binding("p", "tab('checkpoints')", "Checkpoints", show=False, tooltip="show the checkpoints"),
         Binding("t", "tab('log')", "Log tail", show=False, tooltip="show the log tail"),
+        Binding("i", "tab('try')", "Try", tooltip="try the model: type a prompt, see the answer streamed (ctrl+b: "
+                "best vs latest side by side)"),
         Binding("y", "copy_checkpoint", "Copy path", show=False,
                 tooltip="Checkpoints tab: copy the highlighted checkpoint's path to the clipboard"),
         Binding("r", "resume_checkpoint", "Resume", show=False,
@@ -126,6 +129,7 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
         self.alerts: list[str] = []
         self.polls = 0
         self.checkpoints_on_disk: dict[str, Path | None] | None = None  # recorded path -> its folder, or None: gone
+        self.held_out: list[dict[str, Any]] = []  # the run's ftui eval results, oldest first
         self.window: tuple[int, int] | None = None  # the charts' step window (None: the whole run)
         self.cursor: int | None = None  # the step the charts' cursor reads
         self._polling = False
@@ -144,11 +148,14 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
             with TabbedContent(id="tabs", initial="evals"):
                 with TabPane("Evals", id="evals"):
                     yield EvalTable(id="eval-table")
+                    yield HeldOut(id="held-out")
                 with TabPane("Checkpoints", id="checkpoints"):
                     yield CheckpointList(id="checkpoint-list")
                 with TabPane("Log", id="log"):
                     with Vertical(classes="scroll", id="log-scroll"):
                         yield LogTail(id="log-tail")
+                with TabPane("Try", id="try"):
+                    yield TryPanel(self.run_dir, id="try-panel")
         yield Static(id="status-line")
         yield Footer()
 
@@ -160,6 +167,10 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
         self._start_sample()
         self.set_interval(POLL_SECONDS, self._start_poll)
         self.set_interval(TELEMETRY_SECONDS, self._start_sample)
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        self.set_class(event.pane.id == "try", "-trying")  # a short terminal gives the Try tab the charts' rows
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 100, "-narrow")
@@ -225,6 +236,10 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
                 total, alerts, shown = 0, [], time.monotonic()
         status = self.source.status()
         self._check_checkpoints()
+        if self.run_dir is not None:
+            from runners.results import evaluate
+
+            self.held_out = evaluate.records(self.run_dir)
         log = read_log_tail(self.run_dir / rundir.LOG_FILE) if self.run_dir else None
         self.post_message(HistoryUpdated(total, status, log, alerts))
 
@@ -271,6 +286,7 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
                                                self.planned)
         if message.log_tail is not None or first:
             self.query_one(LogTail).show(message.log_tail)
+        self.query_one(HeldOut).show(self.held_out)
         self._status_line()
 
     @on(TelemetrySampled)
@@ -323,7 +339,10 @@ class MonitorScreen(MonitorActionsMixin, Screen[None]):
             line.update(warnings[-1])
         else:
             ended = self.state in ENDED_STATES
+            queue = self.status.get("slurm") or {}  # a Slurm run: its job's state in the queue (runners/slurm.py)
             line.update(f"{self.history.records_seen} records · source {self.source.kind}"
+                        + (f" · Slurm job {queue.get('job_id')} {queue.get('state')}"
+                           + (f" ({queue['reason']})" if queue.get("reason") else "") if queue else "")
                         + (f" · run {self.state}: nothing to stop" if ended else
                            "" if self.source.can_control else " (read-only: stop/kill via ftui ps)"))
 

@@ -139,7 +139,7 @@ class MonitorActionsMixin(_ScreenBase):
     def action_tab(self, tab: str) -> None:
         """Show a tab and give its list the keys (up/down pick a checkpoint or an evaluation)."""
         self.query_one(TabbedContent).active = tab
-        target = {"evals": "#eval-table", "checkpoints": "#checkpoint-list"}.get(tab)
+        target = {"evals": "#eval-table", "checkpoints": "#checkpoint-list", "try": "#try-input"}.get(tab)
         if target:
             self.query_one(target).focus()
 

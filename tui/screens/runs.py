@@ -1,7 +1,8 @@
 """The runs screen: every run in the runs dir, live or finished, with state, best metric and duration.
 
 ``/`` filters (id, runner, state), ``s`` or a click on a header sorts; the keys on the selected run
-(spec, clone, resume, archive, delete) are in :mod:`tui.screens.run_actions`. A launch from here
+(spec, clone, resume, archive, delete) are in :mod:`tui.screens.run_actions`. ``space`` marks runs and ``=``
+opens them side by side (:mod:`tui.screens.compare`). A launch from here
 (demo, resume) shows a "starting" row at once, until the launcher answers.
 
 A worker thread rescans every two seconds. Each run's events file is read incrementally (a
@@ -24,6 +25,7 @@ from textual.widgets import DataTable, Input, Static
 
 from runners import events as ev
 from runners import rundir, runstate
+from runners.results import evaluate
 from runners.watch.history import listed_duration
 from tui.format import clock
 from tui.messages import RunsScanned
@@ -34,7 +36,7 @@ SCAN_SECONDS = 2.0
 READ_CHUNK_BYTES = 4 * 2**20
 COLUMNS = ("run", "state", "runner", "step", "best", "duration", "started")
 NARROW_COLUMNS = ("run", "state", "step", "best", "duration")  # below 100 columns
-SORTS = ("run", "state", "runner", "step", "best", "duration", "started")  # the order `s` cycles through
+SORTS = ("run", "state", "runner", "step", "best", "held-out", "duration", "started")  # the order `s` cycles through
 FILTERED = ("run", "runner", "state")  # what the filter matches
 
 
@@ -91,6 +93,8 @@ class RunsScreen(RunActionsMixin, Screen[None]):
         Binding("enter", "open", "Open", show=False, tooltip="monitor the selected run"),
         Binding("n", "new", "New", tooltip="set up a new run"),
         Binding("d", "demo", "Demo", tooltip="train the bundled demo (CPU, about a minute)"),
+        Binding("space", "mark", "Mark", tooltip="mark or unmark the selected run for a comparison"),
+        Binding("equals_sign", "compare", "Compare", tooltip="compare the marked runs: curves, metrics, spec differences"),
         Binding("slash", "filter", "Filter", tooltip="filter the runs by id, runner or state"),
         Binding("s", "sort", "Sort", tooltip="sort by the next column (again on the same: reverse); or click a header"),
         Binding("v", "view_spec", "Spec", tooltip="the selected run's spec.yaml and launch.sh, read-only"),
@@ -110,6 +114,7 @@ class RunsScreen(RunActionsMixin, Screen[None]):
         self.scanned: list[dict[str, Any]] = []  # every run, newest first
         self.rows: list[dict[str, Any]] = []  # what the table shows: starting, then filtered and sorted runs
         self.starting: dict[str, Any] | None = None  # the placeholder row of a launch under way
+        self.marked: dict[Path, None] = {}  # the runs marked for a comparison, in the order marked
         self.filter_text = ""
         self.sort_by: str | None = None  # None: newest first
         self.sort_reverse = False
@@ -160,9 +165,9 @@ class RunsScreen(RunActionsMixin, Screen[None]):
             best = summary.best.get("value") if summary.best else None
             rows.append({
                 "path": path, "run": path.name,
-                "state": (status.get("state") or "unknown") + (" (orphaned)" if status.get("orphaned") else ""),
+                "state": runstate.shown_state(status),  # + (orphaned), or a queued Slurm job's reason
                 "runner": status.get("runner") or "", "step": f"{summary.step}/{summary.max_steps or '?'}",
-                "best": best_text(summary), "duration": clock(duration),
+                "best": best_text(summary), "held-out": evaluate.short(evaluate.latest(path)), "duration": clock(duration),
                 "started": time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-",
                 "sort": {"step": summary.step, "best": best if isinstance(best, (int, float)) else float("-inf"),
                          "duration": duration if duration is not None else -1.0, "started": started or 0.0},
@@ -183,8 +188,16 @@ class RunsScreen(RunActionsMixin, Screen[None]):
     def _label(self, column: str) -> str:
         return column + ((" ▼" if self.sort_reverse else " ▲") if column == self.sort_by else "")
 
+    def _wanted_columns(self) -> tuple[str, ...]:
+        """The columns for this width; ``held-out`` (the newest ``ftui eval`` result) once any run has one."""
+        columns: tuple[str, ...] = NARROW_COLUMNS if self.size.width < 100 else COLUMNS
+        if any(r.get("held-out") for r in self.scanned):
+            at = columns.index("best") + 1
+            columns = (*columns[:at], "held-out", *columns[at:])
+        return columns
+
     def on_resize(self) -> None:
-        columns = NARROW_COLUMNS if self.size.width < 100 else COLUMNS
+        columns = self._wanted_columns()
         if columns != self.columns:
             self.columns = columns
             self._fill(rebuild=True)
@@ -192,10 +205,10 @@ class RunsScreen(RunActionsMixin, Screen[None]):
     def _fill(self, rebuild: bool = False) -> None:
         """Rows into the table: rebuilt when runs come or go or a column must widen, else updated in place."""
         if not self.columns:
-            self.columns = NARROW_COLUMNS if self.size.width < 100 else COLUMNS
+            self.columns = self._wanted_columns()
         rows = self.shown_rows()
         table = self.query_one("#runs", DataTable)
-        widths = [max([len(self._label(c))] + [len(str(r[c])) for r in rows]) for c in self.columns]
+        widths = [max([len(self._label(c))] + [len(self._cell(r, c)) for r in rows]) for c in self.columns]
         ids = [r["run"] for r in rows]
         if rebuild or widths != self._widths or ids != [r["run"] for r in self.rows]:
             keep = table.cursor_row
@@ -204,7 +217,7 @@ class RunsScreen(RunActionsMixin, Screen[None]):
             for column, width in zip(self.columns, widths):
                 table.add_column(self._label(column), width=width, key=column)
             for r in rows:
-                table.add_row(*(r[c] for c in self.columns), key=r["run"])
+                table.add_row(*(self._cell(r, c) for c in self.columns), key=r["run"])
             # the cursor stays on its run when rows are sorted, filtered or added
             row = ids.index(selected) if selected in ids else min(keep, max(0, len(rows) - 1))
             table.move_cursor(row=row, animate=False)
@@ -212,9 +225,16 @@ class RunsScreen(RunActionsMixin, Screen[None]):
         else:
             for i, r in enumerate(rows):
                 for col, key in enumerate(self.columns):
-                    table.update_cell_at(Coordinate(i, col), r[key])
+                    table.update_cell_at(Coordinate(i, col), self._cell(r, key))
         self.rows = rows
         self._hint()
+
+    def _cell(self, row: dict[str, Any], column: str) -> str:
+        """A cell as shown: once any run is marked, the run column leads with the mark."""
+        value = str(row[column])
+        if column == "run" and self.marked:
+            return ("● " if row["path"] in self.marked else "  ") + value
+        return value
 
     def _hint(self) -> None:
         hint = self.query_one("#runs-hint", Static)
@@ -225,6 +245,8 @@ class RunsScreen(RunActionsMixin, Screen[None]):
             hint.update(f"No run matches '{self.filter_text}' ({len(self.scanned)} in all) · escape: clear the filter")
         elif self.filter_text:
             hint.update(f"{count} of {len(self.scanned)} run(s) match '{self.filter_text}' · escape: all · enter: monitor")
+        elif self.marked:
+            hint.update(f"{len(self.marked)} marked · space: mark or unmark · =: compare the marked runs")
         else:
             hint.update(f"{count} run(s) · enter: monitor · f1: every key · quitting never stops a run")
 
@@ -232,7 +254,11 @@ class RunsScreen(RunActionsMixin, Screen[None]):
     def _scanned(self, message: RunsScanned) -> None:
         self._scanning = False
         self.scanned = message.rows
-        self._fill(rebuild=not self.columns)
+        present = {r["path"] for r in message.rows}
+        self.marked = {p: None for p in self.marked if p in present}  # archived or deleted runs drop out
+        wanted = self._wanted_columns()  # a first held-out result adds its column
+        rebuild, self.columns = wanted != self.columns, wanted
+        self._fill(rebuild=rebuild)
 
     @on(DataTable.RowSelected, "#runs")
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -301,6 +327,25 @@ class RunsScreen(RunActionsMixin, Screen[None]):
         if row is not None:
             self.app.open_run_dir(row["path"])  # type: ignore[attr-defined]
 
+    def action_mark(self) -> None:
+        row = self.chosen()
+        if row is None:
+            return
+        if row["path"] in self.marked:
+            del self.marked[row["path"]]
+        else:
+            self.marked[row["path"]] = None
+        self._fill()
+
+    def action_compare(self) -> None:
+        from tui.screens.compare import CompareScreen
+
+        if len(self.marked) < 2:
+            self.notify(f"Mark at least two runs to compare ({len(self.marked)} marked): space marks the selected run.",
+                        severity="warning")
+            return
+        self.app.push_screen(CompareScreen(list(self.marked), self.runs_dir))
+
     def action_processes(self) -> None:
         from tui.screens.processes import ProcessesScreen
 
@@ -320,7 +365,7 @@ class RunsScreen(RunActionsMixin, Screen[None]):
             return
         self.notify(f"starting {label}: checking the model, data and cadence first", timeout=8)
         self.starting = {"path": None, "run": label, "label": label, "state": "starting", "runner": "",
-                         "step": "-", "best": "", "duration": "-", "started": "now", "sort": {}}
+                         "step": "-", "best": "", "held-out": "", "duration": "-", "started": "now", "sort": {}}
         self._fill(rebuild=True)
         self.query_one("#runs", DataTable).move_cursor(row=0, animate=False)
         self.app.launch(args, on_done=self._launch_done)  # type: ignore[attr-defined]

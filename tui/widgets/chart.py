@@ -23,6 +23,7 @@ from runners.watch.history import Bucket
 DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 AXIS_WIDTH = 8
 SMOOTHING = 0.9  # weight of the past in the exponential moving average
+LINE_COMPONENTS = ("chart--line1", "chart--line2", "chart--line3", "chart--line4", "chart--line5", "chart--line6")
 
 
 @dataclass
@@ -81,9 +82,12 @@ class LineChart(Widget):
     LineChart > .chart--line1 { color: $primary; }
     LineChart > .chart--line2 { color: $warning; }
     LineChart > .chart--line3 { color: $success; }
+    LineChart > .chart--line4 { color: $error; }
+    LineChart > .chart--line5 { color: $secondary; }
+    LineChart > .chart--line6 { color: $accent; }
     LineChart > .chart--empty { color: $text-muted; }
     """
-    COMPONENT_CLASSES = {"chart--axis", "chart--line1", "chart--line2", "chart--line3", "chart--empty"}
+    COMPONENT_CLASSES = {"chart--axis", *LINE_COMPONENTS, "chart--empty"}
 
     log_scale: reactive[bool] = reactive(False)
     smoothing: reactive[bool] = reactive(False)

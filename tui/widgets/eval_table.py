@@ -1,14 +1,16 @@
-"""The evaluation table: one row per evaluation, the best one marked.
+"""The evaluation table: one row per evaluation, the best one marked; below it, the run's newest held-out result.
 
 Rebuilt only when the number of evaluations changes, and limited to the newest rows (plus the best
-one), so a run with thousands of evaluations costs the same to redraw as one with ten.
+one), so a run with thousands of evaluations costs the same to redraw as one with ten. The held-out line
+(``ftui eval``'s records in the run dir) shows only once there is one.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
+from runners.results import evaluate
 from runners.watch.history import RunHistory
 
 MAX_ROWS = 200
@@ -77,3 +79,22 @@ class EvalTable(DataTable):
             self.add_row(*cells)
         if evals:
             self.move_cursor(row=len(shown) - 1, animate=False)
+
+
+class HeldOut(Static):
+    """The newest ``ftui eval`` result of the run: file, checkpoint, metrics; hidden while there is none."""
+
+    _text = ""
+
+    def on_mount(self) -> None:
+        self.display = False
+
+    def show(self, records: list[dict[str, Any]]) -> None:
+        text = ""
+        if records:
+            more = len(records) - 1
+            text = evaluate.line(records[-1]) + (f" · {more} earlier (RUN/evaluations/)" if more else "")
+        if text != self._text:
+            self._text = text
+            self.update(text)
+            self.display = bool(text)

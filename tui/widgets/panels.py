@@ -12,6 +12,7 @@ from textual.content import Content
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from runners import slurm
 from runners.watch.history import RunHistory
 from tui.format import clock
 
@@ -105,8 +106,10 @@ class ProgressPanel(Static):
         if history.epoch is not None:
             head += f"  epoch {history.epoch:.2f}" + (f"/{epochs:g}" if isinstance(epochs, (int, float)) else "")
         fraction = step / total if total else 0.0
-        room = (self.size.width or 80) - len(state) - len(head) - 8
-        parts: list[Part] = [state_part(state), head, "  "]
+        waiting = slurm.describe({**status, "state": state})  # why a queued Slurm job waits
+        queue = f" ({waiting})" if waiting else ""
+        room = (self.size.width or 80) - len(state) - len(queue) - len(head) - 8
+        parts: list[Part] = [state_part(state), (queue, "$text-muted"), head, "  "]
         if room >= 6:
             parts.append((bar(fraction, min(room, 40)), "$accent"))
         if total:
@@ -129,6 +132,28 @@ class ProgressPanel(Static):
         if error and state in ("crashed", "killed"):
             parts.append((f"\n{error}", "$error"))
         self.update(Content.assemble(*parts))
+
+
+def node_lines(memory: dict[int, dict[str, Any]], estimate_bytes: int | None) -> list[list[Part]]:
+    """One line per node of a multi-node run, from its ranks' memory records (they carry ``node`` and ``host``):
+    host, ranks, the highest GPU peak against the plan (or the ranks' resident memory on CPU). Empty otherwise."""
+    by_node: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for rank, mem in sorted(memory.items()):
+        if isinstance(mem.get("node"), int):
+            by_node.setdefault(mem["node"], []).append((rank, mem))
+    lines: list[list[Part]] = []
+    for node, mems in sorted(by_node.items()):
+        ranks = [r for r, _ in mems]
+        span = f"{ranks[0]}-{ranks[-1]}" if ranks == list(range(ranks[0], ranks[-1] + 1)) and len(ranks) > 1 \
+            else ",".join(map(str, ranks))
+        peak = max((int(m.get("peak_allocated") or 0) for _, m in mems), default=0)
+        line: list[Part] = [f"node {node} {str(mems[0][1].get('host') or '?')[:20]} rank{'s' if len(ranks) > 1 else ''} "
+                            f"{span} " + (f"peak {fmt_bytes(peak)}" if peak else
+                                          f"rss {fmt_bytes(sum(int(m.get('rss') or 0) for _, m in mems))}")]
+        if peak and estimate_bytes:
+            line.append((f" / plan {fmt_bytes(estimate_bytes)}", "$error" if peak > estimate_bytes * 1.1 else "$text-muted"))
+        lines.append(line)
+    return lines
 
 
 class ResourcePanel(Static):
@@ -156,6 +181,14 @@ class ResourcePanel(Static):
             parts.append("\n")
         parts.append(f"CPU {sample.get('cpu_percent', 0):5.1f}%  RAM {fmt_bytes(sample.get('ram_used'))}/"
                      f"{fmt_bytes(sample.get('ram_total'))}")
+        nodes = node_lines(history.memory, (estimate or {}).get("peak"))
+        if nodes:  # a multi-node run: the GPUs, CPU and RAM above are this machine's; its ranks report per node
+            parts.append(f"  {len(nodes)} nodes, {len(history.memory)} ranks" if compact else " (this machine)")
+            for line in [] if compact else nodes:
+                parts.append("\n")
+                parts.extend(line)
+            self.update(Content.assemble(*parts))
+            return
         for rank, mem in sorted(history.memory.items()):
             if compact and rank > 0:
                 parts.append(f" +{len(history.memory) - 1} ranks")

@@ -70,7 +70,7 @@ def plan_content(plan: dict[str, Any], width: int) -> Content:
     """The whole preview as styled text for a pane ``width`` cells wide."""
     fits = plan.get("fits")
     parts: list[Part] = [("FITS" if fits else "DOES NOT FIT", "bold $success" if fits else "bold $error"),
-                         f"  peak at {plan.get('phase')}  · {plan.get('strategy')} × {plan.get('num_gpus')}"]
+                         f"  peak at {plan.get('phase')}  · {plan.get('strategy')} × {gpus_label(plan)}"]
     if plan.get("levers") and not fits:  # on a small terminal the list is below the fold: say it is there
         parts.append((f"  · {len(plan['levers'])} levers below (ctrl+t)", "bold"))
     parts.append("\n")
@@ -109,7 +109,18 @@ def time_parts(plan: dict[str, Any]) -> list[Part]:
     if t.get("cost"):
         line += f" · cost {t['cost']['value']:,.2f}"
     line += f" ({t['gpu'] or 'CPU'}, {'probe' if t['source'] == 'probe' else 'estimate'})"
+    comm = t.get("communication") or {}
+    if comm and (comm.get("nodes", 1) > 1 or comm.get("dominates")):  # one node: the links rarely matter
+        text = (f"\ncomm: {comm['inter_node_bytes_per_gpu'] / 1e9:,.0f} GB/GPU across nodes per step · "
+                f"{span(comm['comm_s'])} of collectives, {100 * comm['exposed_share']:.0f}% of the step exposed")
+        return [line, (text, "bold $warning") if comm.get("dominates") else text]
     return [line]
+
+
+def gpus_label(plan: dict[str, Any]) -> str:
+    """'8', or '2 nodes × 8' for a multi-node run."""
+    nodes = int(plan.get("nodes") or 1)
+    return f"{nodes} nodes × {plan.get('num_gpus')}" if nodes > 1 else str(plan.get("num_gpus"))
 
 
 def probe_content(plan: dict[str, Any]) -> Content:

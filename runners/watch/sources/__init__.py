@@ -2,7 +2,7 @@
 
 ``open_source(target)`` takes what a user typed (an ftui run dir or run id, a Trainer /
 sentence-transformers / simpletransformers output dir, a TensorBoard log dir, a wandb run dir or
-``.wandb`` file, or a PID) and returns a :class:`Source`. A viewer only ever does
+``.wandb`` file, a PID, or a Slurm job id) and returns a :class:`Source`. A viewer only ever does
 ``history.apply(source.poll())`` on a timer, so a live ftui run, an attached job and a finished
 output dir look the same in the monitor. Each kind lives in its own module, imported only when a
 target of that kind is opened (wandb and TensorBoard protobufs are heavy).
@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from runners import rundir
 from runners.errors import UserError
 
-KINDS = ("ftui", "trainer", "simpletransformers", "tensorboard", "wandb", "pid")
+KINDS = ("ftui", "trainer", "simpletransformers", "tensorboard", "wandb", "pid", "slurm")
 
 
 @runtime_checkable
@@ -121,12 +121,35 @@ def open_path(path: Path, kind: str | None = None) -> Source:
         f"(run-*.wandb) or a PID. Point ftui attach at one of those, or run 'ftui ps' to find running jobs.")
 
 
+def _number(target: str) -> Source:
+    """A PID of a training process here, else a Slurm job id (``slurm:ID`` says which is meant)."""
+    from runners.watch import slurm
+
+    job_id = slurm.parse_job_id(target)
+    if not target.startswith("slurm:"):
+        from runners.watch.sources.pid import PidSource
+        try:
+            return PidSource(int(target))
+        except UserError as exc:
+            job = slurm.find_job(job_id) if job_id else None
+            if job is None:
+                raise UserError(f"{exc} Nor is {target} a Slurm job id here.") from exc
+    else:
+        job = slurm.find_job(job_id) if job_id else None
+        if job is None:
+            raise UserError(f"'{target}' is not a Slurm job Slurm knows here (squeue -j {job_id}): give the id from "
+                            "'ftui ps' or squeue, or attach to the job's output dir by path.")
+    if job.run_dir is not None:
+        return open_path(Path(job.run_dir), "ftui")  # an ftui run: its state already comes from the queue
+    from runners.watch.sources.slurm_job import SlurmJobSource
+    return SlurmJobSource(job)
+
+
 def open_source(target: str, runs_dir: str | None = None) -> Source:
     """Resolve what a user typed: a PID, a path, or an ftui run id / prefix / 'latest'."""
     target = target.strip()
-    if target.isdigit() and not Path(target).exists():
-        from runners.watch.sources.pid import PidSource
-        return PidSource(int(target))
+    if target.startswith("slurm:") or (target.isdigit() and not Path(target).exists()):
+        return _number(target)
     path = Path(target).expanduser()
     if path.exists():
         return open_path(path)

@@ -62,4 +62,6 @@ class FtuiRunSource:
             "started_at": status.get("started_at"),
             "ended_at": status.get("ended_at"),
             "orphaned": bool(status.get("orphaned")),
+            # a Slurm run: its job and queue state (runners/slurm.py), and its script before it is submitted
+            **{k: status[k] for k in ("slurm_job_id", "slurm", "slurm_script") if status.get(k)},
         }

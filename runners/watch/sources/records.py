@@ -14,10 +14,18 @@ from runners import events as ev
 
 # Keys the Trainer logs once, in the final log entry, with ``train_runtime``.
 FINISH_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+# With include_num_input_tokens_seen, every log entry also carries train_runtime (and train_tokens_per_second):
+# the final summary is the entry that has train_runtime and one of these besides.
+SUMMARY_ONLY_KEYS = ("train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 BOOKKEEPING = {"step", "epoch", "v", "t", "type"}
 TYPE_ORDER = {ev.START: 0, ev.LOG: 1, ev.EVAL: 2, ev.CHECKPOINT: 3, ev.FINISH: 4, ev.CRASH: 5}
 RUNNING_WITHIN_S = 120.0  # files written this recently mean the job is still going
 PID_SCAN_EVERY_S = 10.0  # how often an output-dir source looks for a process writing it
+
+
+def is_final_summary(values: dict[str, Any]) -> bool:
+    """The Trainer's last log entry (the run's summary), not a step's log that also reports train_runtime."""
+    return "train_runtime" in values and any(k in values for k in SUMMARY_ONLY_KEYS)
 
 
 def split_records(t: float, step: int, train: dict[str, Any], evals: dict[str, Any]) -> list[dict[str, Any]]:
@@ -27,7 +35,7 @@ def split_records(t: float, step: int, train: dict[str, Any], evals: dict[str, A
     """
     epoch = train.pop("epoch", None)
     base = {"v": ev.SCHEMA_VERSION, "t": round(t, 3), "step": step, "epoch": epoch}
-    finish = {k: train.pop(k) for k in FINISH_KEYS if k in train} if "train_runtime" in train else {}
+    finish = {k: train.pop(k) for k in FINISH_KEYS if k in train} if is_final_summary(train) else {}
     out: list[dict[str, Any]] = []
     if train:
         out.append({**base, "type": ev.LOG, **train})
@@ -74,7 +82,7 @@ def from_trainer_log(entry: dict[str, Any], t: float | None = None) -> dict[str,
     epoch = _number(entry.get("epoch"))
     values = {k: v for k, v in entry.items() if k not in BOOKKEEPING and _number(v) is not None}
     base = {"v": ev.SCHEMA_VERSION, "t": t, "step": step, "epoch": epoch}
-    if "train_runtime" in values:
+    if is_final_summary(values):
         return {**base, "type": ev.FINISH, "metrics": values}
     if any(k.startswith(("eval_", "test_")) for k in values):
         return {**base, "type": ev.EVAL, "metrics": values}

@@ -34,6 +34,15 @@ def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def saved_at(checkpoint: Path, fallback: float) -> float:
+    """When a checkpoint was written (its trainer_state.json's mtime), so a finished dir's last record, and so its
+    duration, does not move on to the time it is read."""
+    try:
+        return (checkpoint / STATE_FILE).stat().st_mtime
+    except OSError:
+        return fallback
+
+
 class TrainerSource:
     kind = "trainer"
     can_control = False
@@ -117,7 +126,7 @@ class TrainerSource:
             if self._seen_checkpoints.get(str(path)) in (is_best, True):
                 continue
             self._seen_checkpoints[str(path)] = is_best
-            out.append({"v": ev.SCHEMA_VERSION, "t": round(t, 3), "type": ev.CHECKPOINT, "step": step,
+            out.append({"v": ev.SCHEMA_VERSION, "t": round(saved_at(path, t), 3), "type": ev.CHECKPOINT, "step": step,
                         "path": str(path), "metric": metric if is_best else None,
                         "value": best_metric if is_best else None, "is_best": is_best})
         return out
