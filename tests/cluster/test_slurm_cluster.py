@@ -14,6 +14,7 @@ import getpass
 import io
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -132,7 +133,9 @@ async def test_a_two_node_job_queued_watched_stopped(tmp_path: Path) -> None:
                     "the monitor to see the job running and training")
         text = screen_text(app)  # (the status line now shows the run's own warning: a random init)
         assert " running  step " in text and monitor.status["slurm"]["state"] == "RUNNING", text
-        assert "node 0 vm rank 0" in text and "node 1 vm rank 1" in text
+        host = socket.gethostname()  # both slurmd node names run on this machine
+        await until(pilot, lambda: all(f"node {k} {host} rank {k}" in screen_text(app) for k in range(NODES)), 60,
+                    "a resources line per node (each node's first memory record)")
         assert (queue_of(job).state, queue_of(job).nodes) == ("RUNNING", NODES)
         stopped = await asyncio.to_thread(ftui, "stop", run.name, "--runs-dir", str(run.parent), "--wait", "240",
                                           timeout=300)
