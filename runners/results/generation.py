@@ -170,10 +170,12 @@ class Session:
             torch.manual_seed(int(p.get("seed", 0)))
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        unknown = [w for w in p["forbid"] + p["force"] if not word_ids(tok, [w])]
-        if p["forbid"] and word_ids(tok, p["forbid"]):
-            kwargs["bad_words_ids"] = word_ids(tok, p["forbid"])
-        forced = [ids for word in p["force"] for ids in word_ids(tok, [word])[:1]]  # one spelling per word
+        spelled = {w: word_ids(tok, [w]) for w in p["forbid"] + p["force"]}  # every spelling of each word
+        unknown = [w for w, ids in spelled.items() if not ids]
+        banned = [ids for w in p["forbid"] for ids in spelled[w]]
+        if banned:
+            kwargs["bad_words_ids"] = banned
+        forced = [ids for word in p["force"] for ids in spelled[word][:1]]  # one spelling per word
         if forced:
             offset = start if self.loaded.task == "causal-lm" else 1  # a decoder starts from one start token
             kwargs["logits_processor"] = LogitsProcessorList(

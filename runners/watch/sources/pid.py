@@ -13,9 +13,10 @@ from typing import Any
 
 from runners.errors import UserError
 from runners.watch import procs
+from runners.watch.sources.records import ThroughSource
 
 
-class PidSource:
+class PidSource(ThroughSource):
     kind = "pid"
     can_control = False
 
@@ -35,7 +36,7 @@ class PidSource:
         self.pid = pid
         self.label = f"pid {job.pid} ({job.launcher})"
         self.output_dir = Path(job.run_dir or job.output_dir)
-        self.inner: Any = None
+        self.inner = None
         self._own_warnings = [f"output dir {job.output_dir} found from {job.output_dir_from}"] \
             if job.output_dir_from == "cwd scan" else []
         self._open_inner()
@@ -62,14 +63,7 @@ class PidSource:
 
     @property
     def warnings(self) -> list[str]:
-        return self._own_warnings + (list(self.inner.warnings) if self.inner is not None else [])
-
-    def poll(self) -> list[dict[str, Any]]:
-        if self.inner is None:
-            self._open_inner()
-            if self.inner is None:
-                return []
-        return self.inner.poll()
+        return self._own_warnings + self.inner_warnings()
 
     def status(self) -> dict[str, Any]:
         from runners.runstate import pid_alive

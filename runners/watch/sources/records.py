@@ -23,6 +23,27 @@ RUNNING_WITHIN_S = 120.0  # files written this recently mean the job is still go
 PID_SCAN_EVERY_S = 10.0  # how often an output-dir source looks for a process writing it
 
 
+class ThroughSource:
+    """A source that reads through another (``inner``), opened once the dir it found holds something to read:
+    a PID's or a Slurm job's output dir may not exist until the job's first save or log. Subclasses open it in
+    ``_open_inner``; each poll tries again until it is there."""
+
+    inner: Any = None
+
+    def _open_inner(self) -> None:
+        raise NotImplementedError
+
+    def inner_warnings(self) -> list[str]:
+        return list(self.inner.warnings) if self.inner is not None else []
+
+    def poll(self) -> list[dict[str, Any]]:
+        if self.inner is None:
+            self._open_inner()
+            if self.inner is None:
+                return []
+        return self.inner.poll()
+
+
 def is_final_summary(values: dict[str, Any]) -> bool:
     """The Trainer's last log entry (the run's summary), not a step's log that also reports train_runtime."""
     return "train_runtime" in values and any(k in values for k in SUMMARY_ONLY_KEYS)

@@ -13,11 +13,12 @@ from typing import Any
 from runners import slurm
 from runners.errors import UserError
 from runners.watch import slurm as slurm_jobs
+from runners.watch.sources.records import ThroughSource
 
 STATES = {"queued": "pending", "running": "running"}
 
 
-class SlurmJobSource:
+class SlurmJobSource(ThroughSource):
     kind = "slurm"
     can_control = False
 
@@ -31,7 +32,7 @@ class SlurmJobSource:
         self.job = job
         self.label = job.label
         self.output_dir = Path(job.output_dir)
-        self.inner: Any = None
+        self.inner = None
         self._open_inner()
 
     def _open_inner(self) -> None:
@@ -43,14 +44,7 @@ class SlurmJobSource:
 
     @property
     def warnings(self) -> list[str]:
-        return list(self.inner.warnings) if self.inner is not None else []
-
-    def poll(self) -> list[dict[str, Any]]:
-        if self.inner is None:
-            self._open_inner()
-            if self.inner is None:
-                return []
-        return self.inner.poll()
+        return self.inner_warnings()
 
     def status(self) -> dict[str, Any]:
         inner = self.inner.status() if self.inner is not None else {}
